@@ -1,0 +1,185 @@
+"""Experiment files and their overrides.
+
+An experiment file is a Python file with `get_config(arg=None) -> ConfigDict`. Its fields are laid
+over `defaults()`, so a key that is not in the defaults is an error, whether it comes from the
+file or from a `--config.a.b=value` override; the message names the closest valid keys.
+"""
+
+import ast
+import importlib.util
+import json
+from pathlib import Path
+
+import ml_collections
+
+from jaxft.errors import UserError, closest
+
+
+def defaults() -> ml_collections.ConfigDict:
+    """Every key an experiment may set, with its default."""
+    c = ml_collections.ConfigDict()
+    c.model = "all-MiniLM-L6-v2"  # built-in model name or a Hugging Face model folder
+    c.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
+    c.seed = 0  # seeds init, dropout and data order
+
+    c.task = ml_collections.ConfigDict()
+    c.task.kind = "classification"  # classification | regression
+    c.task.label_names = ()  # names in index order; () = dataset's, else sorted train labels
+    c.task.pooling = "cls"  # cls (pooler over [CLS], as HF) | mean (masked mean of hidden states)
+    c.task.head_dropout = -1.0  # dropout before the classifier; < 0 = the model config's
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "rotten_tomatoes"  # a built-in dataset, or "files"
+    c.data.files = ml_collections.ConfigDict({"train": "", "validation": "", "test": ""})
+    c.data.text_column = "text"  # column of the (first) text, for source="files"
+    c.data.text_pair_column = ""  # column of the second text of a pair; "" = single sentences
+    c.data.label_column = "label"  # column of the label
+    c.data.max_length = 128  # tokens per example after truncation (truncations are counted)
+    c.data.buckets = ()  # padded lengths; () = powers of two from 16 up to max_length
+
+    c.strategy = ml_collections.ConfigDict()
+    c.strategy.name = "full"  # full | frozen (backbone frozen, head trains)
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 5e-5  # peak learning rate
+    c.optim.schedule = "linear"  # decay after warmup: linear | cosine | constant
+    c.optim.warmup_ratio = 0.06  # share of all steps spent warming up linearly from 0
+    c.optim.warmup_steps = 0  # if > 0, overrides warmup_ratio
+    c.optim.weight_decay = 0.01  # decoupled AdamW decay; never on biases or LayerNorm
+    c.optim.b1 = 0.9  # Adam beta1
+    c.optim.b2 = 0.999  # Adam beta2
+    c.optim.eps = 1e-8  # Adam epsilon
+    c.optim.clip_norm = 1.0  # global gradient-norm clip; 0 = off
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 32  # examples per optimizer step
+    c.train.epochs = 3  # passes over the train split
+    c.train.eval_batch_size = 128  # examples per eval step
+    c.train.log_every = 50  # steps between loss logs (the only host syncs in the loop)
+    c.train.eval_every_epoch = True  # evaluate the validation split after every epoch
+    c.train.eval_splits = ("validation", "test")  # splits scored at the end into eval.json
+    c.train.max_steps = 0  # if > 0, stop after this many steps (smoke tests)
+    c.train.progress = True  # show a tqdm progress bar
+    return c
+
+
+def flat_keys(config, prefix="") -> list[str]:
+    keys = []
+    for k, v in config.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, ml_collections.ConfigDict):
+            keys.extend(flat_keys(v, name + "."))
+        else:
+            keys.append(name)
+    return keys
+
+
+def _unknown(key: str) -> UserError:
+    hint = closest(key, flat_keys(defaults()))
+    return UserError(
+        f"unknown config key {key!r}" + (f"; did you mean {', '.join(hint)}?" if hint else "")
+    )
+
+
+def _set(config, key: str, value):
+    node = config
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+            raise _unknown(key)
+        node = node[part]
+    if parts[-1] not in node:
+        raise _unknown(key)
+    node[parts[-1]] = _coerce(key, value, node[parts[-1]])
+
+
+def _coerce(key, value, current):
+    """Give a value the type of the default it replaces (int -> float, list -> tuple, ...)."""
+    try:
+        if isinstance(current, bool):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1")
+            return bool(value)
+        if isinstance(current, float):
+            return float(value)
+        if isinstance(current, int):
+            if float(value) != int(float(value)):
+                raise ValueError(value)
+            return int(float(value))
+    except (TypeError, ValueError) as e:
+        kind = type(current).__name__
+        raise UserError(f"config key {key!r} expects a {kind}; got {value!r}") from e
+    if isinstance(current, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        return tuple(value)
+    if isinstance(current, str):
+        return "" if value is None else str(value)
+    return value
+
+
+def parse_value(text: str):
+    """Command-line text -> Python value: literals where they parse, else the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def overlay(base, updates, prefix=""):
+    """Lay the (nested) `updates` over `base`, rejecting keys `base` does not have."""
+    for k, v in updates.items():
+        key = f"{prefix}{k}"
+        if k not in base:
+            raise _unknown(key)
+        if isinstance(base[k], ml_collections.ConfigDict):
+            if not isinstance(v, dict | ml_collections.ConfigDict):
+                raise UserError(f"config key {key!r} is a section; set its fields ({key}.…)")
+            overlay(base[k], v, key + ".")
+        else:
+            base[k] = _coerce(key, v, base[k])
+    return base
+
+
+def load_experiment(spec: str) -> ml_collections.ConfigDict:
+    """`path/to/experiment.py[:arg]` -> the experiment's config over the defaults."""
+    path, _, arg = spec.partition(":")
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"experiment file not found: {path}")
+    module_spec = importlib.util.spec_from_file_location(f"jaxft_experiment_{file.stem}", file)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise UserError(f"{path} defines no get_config(arg=None)")
+    experiment = module.get_config(arg or None)
+    return overlay(defaults(), experiment)
+
+
+def apply_overrides(config, overrides: list[tuple[str, str]]):
+    for key, text in overrides:
+        _set(config, key, parse_value(text))
+    return config
+
+
+def validate(config) -> None:
+    c = config
+    if c.task.kind not in ("classification", "regression"):
+        raise UserError(f"task.kind={c.task.kind!r}; use classification or regression")
+    for key in ("train.batch_size", "train.epochs", "train.eval_batch_size", "data.max_length"):
+        section, name = key.split(".")
+        if int(c[section][name]) <= 0:
+            raise UserError(f"{key} must be positive; got {c[section][name]}")
+    if c.optim.lr <= 0:
+        raise UserError(f"optim.lr must be positive; got {c.optim.lr}")
+
+
+def to_json(config) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True)
+
+
+def from_json_file(path) -> ml_collections.ConfigDict:
+    with open(path) as f:
+        return overlay(defaults(), json.load(f))

@@ -1,0 +1,68 @@
+"""Task heads on top of an encoder: sequence classification and regression.
+
+A head sees the encoder's last hidden state, its pooler output and the attention mask, and
+returns float32 logits. Its parameters live under `head/` so strategies can select them.
+"""
+
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxft.models.layers import Dense, Dtype
+
+HEAD_KINDS = ("classification",)
+POOLINGS = ("cls", "mean")
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadConfig:
+    kind: str = "classification"
+    # Number of outputs; 1 means regression (mean squared error), as in Hugging Face.
+    num_labels: int = 2
+    # "cls": the pooler output (Dense+tanh over [CLS]), as BertForSequenceClassification;
+    # "mean": the mask-weighted mean of the last hidden state (sentence-transformers models).
+    pooling: str = "cls"
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        if self.kind not in HEAD_KINDS:
+            raise ValueError(f"unknown head {self.kind!r}; known: {HEAD_KINDS}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}; known: {POOLINGS}")
+        if self.num_labels < 1:
+            raise ValueError(f"num_labels must be >= 1, got {self.num_labels}")
+
+
+def mean_pool(hidden, attention_mask):
+    """Average of the hidden states of real (mask=1) tokens, in float32."""
+    weights = attention_mask.astype(jnp.float32)[..., None]
+    total = jnp.sum(hidden.astype(jnp.float32) * weights, axis=1)
+    return total / jnp.maximum(jnp.sum(weights, axis=1), 1e-9)
+
+
+class SequenceClassificationHead(nn.Module):
+    config: HeadConfig
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, hidden, pooled, attention_mask, deterministic):
+        if self.config.pooling == "mean" or pooled is None:
+            features = mean_pool(hidden, attention_mask)
+        else:
+            features = pooled
+        features = nn.Dropout(self.config.dropout)(features, deterministic=deterministic)
+        logits = Dense(self.config.num_labels, dtype=self.dtype, name="classifier")(features)
+        return logits.astype(jnp.float32)
+
+
+def build(config: HeadConfig, dtype, name: str) -> nn.Module:
+    return {"classification": SequenceClassificationHead}[config.kind](config, dtype, name=name)
+
+
+def hf_name_map(config: HeadConfig) -> dict[str, tuple[str, str]]:
+    """Head paths -> keys in a Hugging Face *ForSequenceClassification checkpoint."""
+    return {
+        "head/classifier/kernel": ("classifier.weight", "linear"),
+        "head/classifier/bias": ("classifier.bias", "copy"),
+    }

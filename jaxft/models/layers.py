@@ -1,0 +1,83 @@
+"""Building blocks shared by the model families: the dense layer, activations, attention."""
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = jnp.dtype | type
+
+ACTIVATIONS: dict[str, Callable] = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # BERT's exact erf GELU
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),  # tanh approximation
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
+}
+
+
+def activation(name: str) -> Callable:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unsupported activation {name!r}; known: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class Dense(nn.Module):
+    """`x @ kernel + bias`, the one projection every model in jaxft uses.
+
+    Parameters are stored in `param_dtype` (float32) and cast to the compute `dtype` at use, so
+    mixed precision keeps fp32 master weights. Strategies that add leaves beside `kernel` (LoRA,
+    IA³) hook in here, so every model family gets them.
+    """
+
+    features: int
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    kernel_init: Callable = nn.initializers.normal(0.02)
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param(
+            "kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype
+        )
+        y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+        if self.use_bias:
+            bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+            y = y + bias.astype(self.dtype)
+        return y
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with statistics in float32 whatever the compute dtype (bf16 moments drift)."""
+
+    epsilon: float = 1e-12
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
+        x = x.astype(jnp.float32)
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+        y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
+        return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(self.dtype)
+
+
+def attention_bias(attention_mask: jax.Array) -> jax.Array:
+    """[batch, kv_len] 0/1 mask -> additive float32 bias [batch, 1, 1, kv_len]."""
+    keep = attention_mask[:, None, None, :].astype(bool)
+    return jnp.where(keep, 0.0, jnp.finfo(jnp.float32).min)
+
+
+def attention_weights(q: jax.Array, k: jax.Array, bias: jax.Array) -> jax.Array:
+    """Softmax(q·k/sqrt(d) + bias) over [batch, len, heads, head_dim] inputs, in float32."""
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+    scores = scores * (q.shape[-1] ** -0.5) + bias
+    return jax.nn.softmax(scores, axis=-1)

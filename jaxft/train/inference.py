@@ -1,0 +1,83 @@
+"""Evaluate and predict from a finished workdir (config.json + checkpoints/)."""
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxft import config as config_lib
+from jaxft.data import batching, sources
+from jaxft.errors import UserError
+from jaxft.train import checkpoint, loop, step
+
+
+def load_workdir(workdir):
+    """(config, model, params, tokenizer) of a trained run."""
+    workdir = Path(workdir)
+    if not (workdir / "config.json").is_file():
+        raise UserError(
+            f"{workdir} has no config.json: is it the --workdir of a `jaxft train` run?"
+        )
+    config = config_lib.from_json_file(workdir / "config.json")
+    label_names = list(config.task.label_names) or None
+    model, _ = loop.build_model(config, loop.num_outputs(config, label_names), load_weights=False)
+    template = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), np.zeros((1, 8), np.int32))["params"]
+    )
+    _, params = checkpoint.restore_params(workdir, template)
+    return config, model, params, loop.load_tokenizer(config.model)
+
+
+def evaluate(workdir, splits) -> dict:
+    config, model, params, _ = load_workdir(workdir)
+    exp = loop.prepare(config, splits=splits, load_weights=False)
+    eval_step = jax.jit(step.make_eval_step(model))
+    return {split: loop.score(exp, params, split, eval_step) for split in splits}
+
+
+def predict(workdir, texts: list[str], text_pairs: list[str] | None = None) -> list[dict]:
+    """Per text: the predicted label and every label's probability (or the regression value)."""
+    config, model, params, tokenizer = load_workdir(workdir)
+    if not texts:
+        raise UserError("no text to predict: pass TEXT arguments or --input FILE.jsonl")
+    examples = sources.Examples(text=list(texts), label=[0] * len(texts), text_pair=text_pairs)
+    data = batching.tokenize(
+        tokenizer, examples, np.zeros(len(texts), np.int32), config.data.max_length
+    )
+    lengths = batching.bucket_lengths(config.data.max_length, config.data.buckets)
+    eval_step = jax.jit(step.make_eval_step(model))
+    logits = np.zeros((len(texts), model.head.num_labels), np.float32)
+    pad = tokenizer.pad_token_id or 0
+    for indices, batch in batching.batches(data, config.train.eval_batch_size, lengths, pad):
+        logits[indices] = np.asarray(eval_step(params, batch))[: len(indices)]
+    results = []
+    for text, row in zip(texts, logits, strict=True):
+        if config.task.kind == "regression":
+            results.append({"text": text, "value": float(row[0])})
+            continue
+        probs = np.exp(row - row.max())
+        probs /= probs.sum()
+        names = list(config.task.label_names)
+        results.append(
+            {
+                "text": text,
+                "label": names[int(probs.argmax())],
+                "probabilities": {n: float(p) for n, p in zip(names, probs, strict=True)},
+            }
+        )
+    return results
+
+
+def read_jsonl(path) -> tuple[list[str], list[str] | None]:
+    texts, pairs = [], []
+    with open(path) as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if "text" not in row:
+                raise UserError(f"{path}, line {i + 1}: no 'text' field")
+            texts.append(str(row["text"]))
+            pairs.append(row.get("text_pair"))
+    return texts, (pairs if any(p is not None for p in pairs) else None)

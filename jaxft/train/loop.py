@@ -1,0 +1,209 @@
+"""`train_and_evaluate(config, workdir)`: the readable training loop.
+
+experiment config -> data (tokenized, bucketed) -> model + params -> strategy mask -> masked AdamW
+-> jitted train step -> evaluation -> workdir (config.json, metrics.jsonl, eval.json, tb/,
+checkpoints/).
+"""
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from jaxft import config as config_lib
+from jaxft import models, peft
+from jaxft.data import batching, sources, tasks
+from jaxft.errors import UserError
+from jaxft.metrics import classification as metrics_lib
+from jaxft.train import checkpoint, optim, step
+from jaxft.train import state as state_lib
+from jaxft.train.writer import MetricWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Experiment:
+    """Everything a run needs besides the optimizer: model, params, tokenizer and data."""
+
+    config: object
+    model: object
+    params: dict
+    tokenizer: object
+    label_names: list[str] | None
+    data: dict[str, batching.Encoded]
+    buckets: list[int]
+
+    @property
+    def regression(self) -> bool:
+        return self.config.task.kind == "regression"
+
+
+def load_tokenizer(model_path):
+    from transformers import AutoTokenizer
+
+    from jaxft import assets
+
+    return AutoTokenizer.from_pretrained(str(assets.model_dir(str(model_path))))
+
+
+def build_model(config, num_labels, rng=None, load_weights=True):
+    kwargs = dict(
+        head="classification",
+        num_labels=num_labels,
+        dtype=config.dtype,
+        pooling=config.task.pooling,
+        head_dropout=None if config.task.head_dropout < 0 else config.task.head_dropout,
+    )
+    if load_weights:
+        return models.from_pretrained(config.model, rng=rng, **kwargs)
+    model, _ = models.build_model(config.model, **kwargs)
+    return model, None
+
+
+def num_outputs(config, label_names) -> int:
+    return 1 if config.task.kind == "regression" else len(label_names)
+
+
+def prepare(config, splits=None, load_weights=True) -> Experiment:
+    """Read and tokenize the data, then build the model with a head sized for its labels
+    (with its pretrained weights unless `load_weights=False`, for restoring a workdir)."""
+    config_lib.validate(config)
+    raw, dataset_labels = sources.load(config.data)
+    label_names = tasks.label_names_for(
+        config.task.kind, raw, config.task.label_names or dataset_labels
+    )
+    tokenizer = load_tokenizer(config.model)
+    data = {}
+    for split in splits or raw:
+        if split not in raw:
+            raise UserError(f"the data source has no {split!r} split (it has {sorted(raw)})")
+        labels = tasks.encode_labels(config.task.kind, split, raw[split], label_names)
+        data[split] = batching.tokenize(tokenizer, raw[split], labels, config.data.max_length)
+        if data[split].truncated:
+            log.warning(
+                "%s: %d of %d examples truncated to max_length=%d",
+                split,
+                data[split].truncated,
+                len(data[split]),
+                config.data.max_length,
+            )
+    model, params = build_model(
+        config, num_outputs(config, label_names), jax.random.key(config.seed), load_weights
+    )
+    buckets = batching.bucket_lengths(config.data.max_length, config.data.buckets)
+    return Experiment(config, model, params, tokenizer, label_names, data, buckets)
+
+
+def score(exp: Experiment, params, split: str, eval_step) -> dict:
+    """Metrics of `params` on one split (every example counted once; padding rows dropped)."""
+    data = exp.data[split]
+    logits = np.zeros((len(data), 1 if exp.regression else len(exp.label_names)), np.float32)
+    pad = exp.tokenizer.pad_token_id or 0
+    for indices, batch in batching.batches(
+        data, exp.config.train.eval_batch_size, exp.buckets, pad
+    ):
+        logits[indices] = np.asarray(eval_step(params, batch))[: len(indices)]
+    if exp.regression:
+        return metrics_lib.regression(data.labels, logits[:, 0])
+    return metrics_lib.classification(data.labels, logits.argmax(-1), len(exp.label_names))
+
+
+def resolved_config(exp: Experiment):
+    """The config as run: label names filled in, so eval/predict rebuild the same head."""
+    config = exp.config.copy_and_resolve_references()
+    if exp.label_names is not None:
+        config.task.label_names = tuple(exp.label_names)
+    return config
+
+
+def train_and_evaluate(config, workdir) -> dict:
+    """Train per `config`, evaluate, and write the workdir contract. Returns eval.json's dict."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    exp = prepare(config)
+    if "train" not in exp.data:
+        raise UserError("the data source has no 'train' split")
+    cfg = resolved_config(exp)
+    (workdir / "config.json").write_text(config_lib.to_json(cfg))
+
+    rng_init, rng_dropout = jax.random.split(jax.random.key(cfg.seed))
+    params, mask = peft.apply(exp.params, cfg.strategy, rng_init)
+    log.info(peft.summary(params, mask))
+
+    train = exp.data["train"]
+    bs = cfg.train.batch_size
+    steps_per_epoch = -(-len(train) // bs)
+    total_steps = steps_per_epoch * cfg.train.epochs
+    if cfg.train.max_steps:
+        total_steps = min(total_steps, cfg.train.max_steps)
+    tx, lr_schedule = optim.make(cfg.optim, peft.paths.split(params, mask)[0], total_steps)
+    state = state_lib.create(params, mask, tx, rng_dropout)
+    train_step = jax.jit(step.make_train_step(exp.model, tx, exp.regression), donate_argnums=0)
+    eval_step = jax.jit(step.make_eval_step(exp.model))
+    pad = exp.tokenizer.pad_token_id or 0
+    log.info(
+        "train: %d examples, %d steps of %d; buckets %s pad %.1f%% of token slots",
+        len(train),
+        total_steps,
+        bs,
+        exp.buckets,
+        100 * batching.padding_fraction(train, bs, exp.buckets, cfg.seed),
+    )
+
+    writer = MetricWriter(workdir)
+    pending, seen, t_log = [], 0, time.perf_counter()
+    bar = tqdm(total=total_steps, disable=not cfg.train.progress, unit="step", dynamic_ncols=True)
+    step_count = 0
+    for epoch in range(cfg.train.epochs):
+        for indices, batch in batching.batches(train, bs, exp.buckets, pad, True, cfg.seed, epoch):
+            state, metrics = train_step(state, batch)
+            pending.append(metrics)  # device arrays: no host sync until the next log
+            seen += len(indices)
+            step_count += 1
+            bar.update(1)
+            if step_count % cfg.train.log_every == 0 or step_count == total_steps:
+                fetched = jax.device_get(pending)
+                elapsed = time.perf_counter() - t_log
+                record = {
+                    "loss": float(np.mean([m["loss"] for m in fetched])),
+                    "grad_norm": float(np.mean([m["grad_norm"] for m in fetched])),
+                    "lr": float(lr_schedule(step_count - 1)),
+                    "samples_per_s": seen / elapsed,
+                    "epoch": epoch,
+                }
+                writer.write(step_count, "train", record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{seen / elapsed:.0f}")
+                pending, seen, t_log = [], 0, time.perf_counter()
+            if step_count >= total_steps:
+                break
+        if cfg.train.eval_every_epoch and "validation" in exp.data:
+            result = score(exp, state.params, "validation", eval_step)
+            writer.write(step_count, "validation", dict(result, epoch=epoch))
+            bar.write(f"epoch {epoch + 1}: validation " + _fmt(result))
+            t_log = time.perf_counter()  # keep eval time out of samples/s
+        if step_count >= total_steps:
+            break
+    bar.close()
+
+    params = state.params
+    checkpoint.save_params(workdir, step_count, params)
+    results = {
+        split: score(exp, params, split, eval_step)
+        for split in cfg.train.eval_splits
+        if split in exp.data
+    }
+    for split, result in results.items():
+        writer.write(step_count, split, dict(result, final=True))
+    writer.close()
+    (workdir / "eval.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def _fmt(result: dict) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in result.items())

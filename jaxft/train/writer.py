@@ -1,0 +1,29 @@
+"""Metric records to `metrics.jsonl` (one JSON object per event) and TensorBoard `tb/`."""
+
+import json
+from pathlib import Path
+
+
+class MetricWriter:
+    def __init__(self, workdir):
+        self.workdir = Path(workdir)
+        self.file = open(self.workdir / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
+        try:
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.workdir / "tb"))
+        except ImportError:  # TensorBoard events are optional; metrics.jsonl is the contract
+            self.tb = None
+
+    def write(self, step: int, split: str, values: dict) -> None:
+        self.file.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for name, value in values.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    self.tb.add_scalar(f"{split}/{name}", value, step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
