@@ -75,7 +75,12 @@ def local_files(
                 f"{path}: unknown file type {path.suffix!r}; use {sorted(FILE_FORMATS)}"
             )
         kwargs = {"delimiter": "\t"} if path.suffix == ".tsv" else {}
-        table = datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
+        try:
+            table = datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
+        except ValueError as e:
+            if "corresponds to no data" in str(e):  # a header-only or empty file
+                raise UserError(f"the {split!r} split is empty: {path} has no rows") from e
+            raise
         for column in (text_column, label_column, text_pair_column):
             if column and column not in table.column_names:
                 raise UserError(

@@ -27,3 +27,9 @@ class MetricWriter:
         self.file.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def read_metrics(workdir) -> list[dict]:
+    """The records of `<workdir>/metrics.jsonl`, in order."""
+    with open(Path(workdir) / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f if line.strip()]
