@@ -105,3 +105,21 @@ def test_local_file_formats(tmp_path, suffix):
     assert names is None
     assert splits["train"].text == ["a b", "c"] and splits["train"].text_pair == ["x", "y z"]
     assert list(splits["train"].label) == [0.5, 1.5]
+
+
+def test_sentence_pairs_get_segment_ids(minilm_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
+    examples = sources.Examples(
+        text=["a cat sat", "dogs"],
+        label=[0, 1],
+        text_pair=["on the mat", "bark loudly at night and all day long"],
+    )
+    data = batching.tokenize(tokenizer, examples, np.array([0, 1], np.int32), max_length=9)
+    assert data.truncated == 1  # the second pair is 12 tokens > 9; the first is 9
+    first = data.input_ids[0].tolist()
+    assert first[0] == tokenizer.cls_token_id and first.count(tokenizer.sep_token_id) == 2
+    # segment 0 covers [CLS] a cat sat [SEP], segment 1 the second text and its [SEP]
+    assert data.token_type_ids[0].tolist() == [0] * 5 + [1] * 4
+    assert len(data.input_ids[1]) == 9 and data.token_type_ids[1].tolist()[-1] == 1

@@ -3,6 +3,7 @@
 import json
 import logging
 
+import jax
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
@@ -102,7 +103,7 @@ def test_new_head_is_initialised_and_logged(tiny, caplog):
 def test_bfloat16_compute_keeps_float32_params_and_stays_close(tiny):
     model32, params = jaxft.from_pretrained(tiny)
     model16, params16 = jaxft.from_pretrained(tiny, dtype="bfloat16")
-    assert all(x.dtype == np.float32 for x in __import__("jax").tree_util.tree_leaves(params16))
+    assert all(x.dtype == np.float32 for x in jax.tree_util.tree_leaves(params16))
     ids = np.arange(2, 26).reshape(2, 12)
     a = model32.apply({"params": params}, ids).last_hidden_state
     b = model16.apply({"params": params16}, ids).last_hidden_state
