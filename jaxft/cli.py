@@ -1,4 +1,4 @@
-"""`jaxft train | eval | predict`: parse arguments, call the library, print results.
+"""`jaxft train | eval | predict | export`: parse arguments, call the library, print results.
 
 A `UserError` is printed as one line (no traceback) and exits with status 2.
 """
@@ -46,6 +46,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--input", help="a .jsonl file with 'text' (and optional 'text_pair') fields")
     r.add_argument("--json", action="store_true", help="print one JSON object per text")
     r.add_argument("texts", nargs="*")
+    x = sub.add_parser("export", help="export a trained workdir to Hugging Face formats")
+    x.add_argument("--workdir", required=True)
+    x.add_argument(
+        "--format",
+        choices=("hf", "peft"),
+        default="hf",
+        help="hf: merged checkpoint for transformers; peft: LoRA adapter for HF PEFT",
+    )
+    x.add_argument("--out", required=True, help="output folder")
     return p
 
 
@@ -90,6 +99,11 @@ def run(argv) -> int:
             else:
                 probs = " ".join(f"{k}={v:.3f}" for k, v in row["probabilities"].items())
                 print(f"{row['label']}\t{probs}\t{row['text']}")
+    elif args.command == "export":
+        from jaxft.train import inference
+
+        out = inference.export(args.workdir, args.format, args.out)
+        print(f"exported ({args.format}) to {out}")
     return 0
 
 

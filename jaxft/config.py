@@ -12,6 +12,7 @@ from pathlib import Path
 
 import ml_collections
 
+from jaxft import peft
 from jaxft.errors import UserError, closest
 
 
@@ -37,8 +38,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.data.max_length = 128  # tokens per example after truncation (truncations are counted)
     c.data.buckets = ()  # padded lengths; () = powers of two from 16 up to max_length
 
-    c.strategy = ml_collections.ConfigDict()
-    c.strategy.name = "full"  # full | frozen (backbone frozen, head trains)
+    c.strategy = peft.defaults()  # name and per-strategy settings: see jaxft/peft/__init__.py
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 5e-5  # peak learning rate
@@ -50,6 +50,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.optim.b2 = 0.999  # Adam beta2
     c.optim.eps = 1e-8  # Adam epsilon
     c.optim.clip_norm = 1.0  # global gradient-norm clip; 0 = off
+    c.optim.layer_decay = 1.0  # layer-wise LR decay: layer i of L gets lr * decay**(L - i)
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32  # examples per optimizer step

@@ -22,6 +22,7 @@ import numpy as np
 
 from jaxft.models import heads as heads_lib
 from jaxft.models.layers import (
+    Adapter,
     Dense,
     Dtype,
     LayerNorm,
@@ -53,6 +54,9 @@ class BertConfig:
     model_type: str = "bert"
     # Whether the checkpoint has a pooler (Dense + tanh over the first token).
     add_pooling_layer: bool = True
+    # Set by strategies, not read from Hugging Face configs:
+    lora_dropout: float = 0.0  # dropout on the input of LoRA branches
+    adapter_activation: str = "relu"  # nonlinearity inside bottleneck adapters
 
     @classmethod
     def from_hf_config(cls, hf: dict[str, Any]) -> "BertConfig":
@@ -82,6 +86,12 @@ def roberta_position_ids(input_ids: jax.Array, pad_token_id: int) -> jax.Array:
 
 
 class Embeddings(nn.Module):
+    """Word + position + token-type embeddings, LayerNorm, dropout.
+
+    With a `prompt` leaf [n, hidden] (prompt tuning), its n learned vectors are put in front of
+    the word embeddings; the caller has already lengthened the position, type and mask inputs.
+    """
+
     config: BertConfig
     dtype: Dtype = jnp.float32
 
@@ -90,8 +100,13 @@ class Embeddings(nn.Module):
         c = self.config
         init = nn.initializers.normal(0.02)
         embed = lambda n, size: nn.Embed(size, c.hidden_size, embedding_init=init, name=n)
+        words = embed("word_embeddings", c.vocab_size)(input_ids)
+        if self.has_variable("params", "prompt"):
+            prompt = self.get_variable("params", "prompt").astype(words.dtype)
+            prompt = jnp.broadcast_to(prompt, (words.shape[0],) + prompt.shape)
+            words = jnp.concatenate([prompt, words], axis=1)
         x = (
-            embed("word_embeddings", c.vocab_size)(input_ids)
+            words
             + embed("position_embeddings", c.max_position_embeddings)(position_ids)
             + embed("token_type_embeddings", c.type_vocab_size)(token_type_ids)
         )
@@ -100,23 +115,45 @@ class Embeddings(nn.Module):
 
 
 class SelfAttention(nn.Module):
+    """Multi-head self-attention and its output projection.
+
+    With `prefix_key`/`prefix_value` leaves [n, hidden] (prefix tuning), n learned key/value
+    vectors are put in front of every sequence's keys and values, always attended to.
+    """
+
     config: BertConfig
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, bias, deterministic):
         c = self.config
-        dense = lambda n: Dense(c.hidden_size, dtype=self.dtype, name=n)
-        heads = lambda t: t.reshape(t.shape[:2] + (c.num_attention_heads, c.head_dim))
-        q, k, v = (heads(dense(n)(x)) for n in ("query", "key", "value"))
+        dense = lambda n: Dense(
+            c.hidden_size, dtype=self.dtype, lora_dropout=c.lora_dropout, name=n
+        )
+        heads = lambda t: t.reshape(t.shape[:-1] + (c.num_attention_heads, c.head_dim))
+        q, k, v = (heads(dense(n)(x, deterministic)) for n in ("query", "key", "value"))
+        if self.has_variable("params", "prefix_key"):
+
+            def prefix(name):
+                learned = heads(self.get_variable("params", name).astype(k.dtype))
+                return jnp.broadcast_to(learned, (x.shape[0],) + learned.shape)
+
+            k = jnp.concatenate([prefix("prefix_key"), k], axis=1)
+            v = jnp.concatenate([prefix("prefix_value"), v], axis=1)
+            bias = jnp.pad(bias, [(0, 0)] * 3 + [(k.shape[1] - bias.shape[-1], 0)])
         probs = attention_weights(q, k, bias)
         probs = nn.Dropout(c.attention_probs_dropout_prob)(probs, deterministic=deterministic)
         context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
-        return dense("output")(context.reshape(x.shape[:2] + (c.hidden_size,)))
+        return dense("output")(context.reshape(x.shape[:2] + (c.hidden_size,)), deterministic)
 
 
 class Layer(nn.Module):
-    """Post-norm transformer block: x = norm(x + attn(x)); x = norm(x + ffn(x))."""
+    """Post-norm transformer block: x = norm(x + attn(x)); x = norm(x + ffn(x)).
+
+    Bottleneck adapters, when their leaves are present, sit on the attention output
+    (`adapter_attention`, Houlsby) and on the feed-forward output (`adapter_output`, Houlsby
+    and Pfeiffer), before the residual sum.
+    """
 
     config: BertConfig
     dtype: Dtype = jnp.float32
@@ -126,11 +163,17 @@ class Layer(nn.Module):
         c = self.config
         drop = lambda t: nn.Dropout(c.hidden_dropout_prob)(t, deterministic=deterministic)
         norm = lambda n: LayerNorm(c.layer_norm_eps, dtype=self.dtype, name=n)
+        dense = lambda size, n: Dense(size, dtype=self.dtype, lora_dropout=c.lora_dropout, name=n)
+        adapt = lambda t, n: (
+            Adapter(c.adapter_activation, self.dtype, name=n)(t)
+            if self.has_variable("params", n)
+            else t
+        )
         attended = SelfAttention(c, self.dtype, name="attention")(x, bias, deterministic)
-        x = norm("attention_norm")(x + drop(attended))
-        h = Dense(c.intermediate_size, dtype=self.dtype, name="intermediate")(x)
-        h = Dense(c.hidden_size, dtype=self.dtype, name="output")(activation(c.hidden_act)(h))
-        return norm("output_norm")(x + drop(h))
+        x = norm("attention_norm")(x + drop(adapt(attended, "adapter_attention")))
+        h = dense(c.intermediate_size, "intermediate")(x, deterministic)
+        h = dense(c.hidden_size, "output")(activation(c.hidden_act)(h), deterministic)
+        return norm("output_norm")(x + drop(adapt(h, "adapter_output")))
 
 
 class Encoder(nn.Module):
@@ -174,6 +217,22 @@ class BertModel(nn.Module):
                 position_ids = roberta_position_ids(input_ids, c.pad_token_id)
             else:
                 position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+        n_prompt = self._prompt_length()
+        if n_prompt:  # prompt tuning: n virtual tokens in front, always attended to
+            batch = input_ids.shape[0]
+            front = lambda t, fill: jnp.concatenate(
+                [jnp.full((batch, n_prompt), fill, t.dtype), t], axis=1
+            )
+            attention_mask = front(attention_mask, 1)
+            token_type_ids = front(token_type_ids, 0)
+            first = c.pad_token_id + 1 if c.is_roberta else 0
+            position_ids = jnp.concatenate(
+                [
+                    jnp.broadcast_to(jnp.arange(n_prompt) + first, (batch, n_prompt)),
+                    position_ids + n_prompt,
+                ],
+                axis=1,
+            )
 
         x = Embeddings(c, self.dtype, name="embeddings")(
             input_ids, token_type_ids, position_ids, deterministic
@@ -185,12 +244,15 @@ class BertModel(nn.Module):
             pooled = pooled.astype(jnp.float32)
         logits = None
         if self.head is not None:
-            logits = heads_lib.build(self.head, self.dtype, name="head")(
-                x, pooled, attention_mask, deterministic
-            )
+            features = heads_lib.pool(self.head, x, pooled, attention_mask)
+            logits = heads_lib.build(self.head, self.dtype, name="head")(features, deterministic)
         return ModelOutput(
             last_hidden_state=x.astype(jnp.float32), pooler_output=pooled, logits=logits
         )
+
+    def _prompt_length(self) -> int:
+        embeddings = self.variables.get("params", {}).get("embeddings", {})
+        return embeddings["prompt"].shape[0] if "prompt" in embeddings else 0
 
 
 # --- Hugging Face name map ------------------------------------------------------------------
@@ -237,10 +299,6 @@ def hf_name_map(config: BertConfig) -> dict[str, tuple[str, str]]:
 
 
 def to_flax(array: np.ndarray, kind: str) -> np.ndarray:
-    return array.T if kind == LINEAR else array
-
-
-def to_hf(array: np.ndarray, kind: str) -> np.ndarray:
     return array.T if kind == LINEAR else array
 
 

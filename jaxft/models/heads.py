@@ -41,16 +41,21 @@ def mean_pool(hidden, attention_mask):
     return total / jnp.maximum(jnp.sum(weights, axis=1), 1e-9)
 
 
+def pool(config: HeadConfig, hidden, pooled, attention_mask):
+    """The head's input: the pooler output ("cls") or the masked mean of hidden states."""
+    if config.pooling == "mean" or pooled is None:
+        return mean_pool(hidden, attention_mask)
+    return pooled
+
+
 class SequenceClassificationHead(nn.Module):
+    """dropout -> Dense(num_labels) over pooled features, as BertForSequenceClassification."""
+
     config: HeadConfig
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, hidden, pooled, attention_mask, deterministic):
-        if self.config.pooling == "mean" or pooled is None:
-            features = mean_pool(hidden, attention_mask)
-        else:
-            features = pooled
+    def __call__(self, features, deterministic):
         features = nn.Dropout(self.config.dropout)(features, deterministic=deterministic)
         logits = Dense(self.config.num_labels, dtype=self.dtype, name="classifier")(features)
         return logits.astype(jnp.float32)

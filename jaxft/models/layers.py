@@ -29,8 +29,13 @@ class Dense(nn.Module):
     """`x @ kernel + bias`, the one projection every model in jaxft uses.
 
     Parameters are stored in `param_dtype` (float32) and cast to the compute `dtype` at use, so
-    mixed precision keeps fp32 master weights. Strategies that add leaves beside `kernel` (LoRA,
-    IA³) hook in here, so every model family gets them.
+    mixed precision keeps fp32 master weights. Strategies add optional leaves beside `kernel`,
+    and this layer honours them when they are present in the params it is applied with:
+
+    - `lora_a` [in, r], `lora_b` [r, out], `lora_scale` []: adds `scale * (x @ A) @ B`, computed
+      factorized, so no [in, out] update or weight gradient is ever formed;
+    - `ia3_in` [in]: scales the input (IA³ on feed-forward activations);
+    - `ia3_out` [out]: scales the output, bias included (IA³ on keys and values).
     """
 
     features: int
@@ -38,17 +43,53 @@ class Dense(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     kernel_init: Callable = nn.initializers.normal(0.02)
+    lora_dropout: float = 0.0  # dropout on the LoRA branch's input (train mode only)
+
+    def _leaf(self, name):
+        return self.get_variable("params", name) if self.has_variable("params", name) else None
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, deterministic: bool = True):
         kernel = self.param(
             "kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype
         )
-        y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+        ia3_in, ia3_out = self._leaf("ia3_in"), self._leaf("ia3_out")
+        if ia3_in is not None:
+            x = x * ia3_in.astype(x.dtype)
+        x = x.astype(self.dtype)
+        y = jnp.dot(x, kernel.astype(self.dtype))
+        lora_a = self._leaf("lora_a")
+        if lora_a is not None:
+            h = nn.Dropout(self.lora_dropout)(
+                x, deterministic=deterministic or not self.lora_dropout
+            )
+            h = jnp.dot(
+                jnp.dot(h, lora_a.astype(self.dtype)), self._leaf("lora_b").astype(self.dtype)
+            )
+            y = y + h * self._leaf("lora_scale").astype(self.dtype)
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
             y = y + bias.astype(self.dtype)
+        if ia3_out is not None:
+            y = y * ia3_out.astype(self.dtype)
         return y
+
+
+class Adapter(nn.Module):
+    """Bottleneck adapter `x + up(act(down(x)))` (Houlsby et al. 2019).
+
+    It exists only when a strategy added its `down`/`up` leaves; with `up` zero-initialised it
+    starts as the identity. The bottleneck size is read from those leaves.
+    """
+
+    activation: str = "relu"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        bottleneck = self.variables["params"]["down"]["kernel"].shape[1]
+        h = Dense(bottleneck, dtype=self.dtype, name="down")(x)
+        return x + Dense(x.shape[-1], dtype=self.dtype, name="up")(activation(self.activation)(h))
 
 
 class LayerNorm(nn.Module):

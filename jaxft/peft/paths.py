@@ -12,8 +12,28 @@ def path_of(key_path) -> str:
     return "/".join(str(getattr(k, "key", k)) for k in key_path)
 
 
+def flatten(params) -> dict:
+    return traverse_util.flatten_dict(params, sep="/")
+
+
 def paths(params) -> list[str]:
-    return list(traverse_util.flatten_dict(params, sep="/"))
+    return list(flatten(params))
+
+
+def nearest(pattern: str, candidates: list[str], n: int = 5) -> list[str]:
+    """The candidate paths most like a regex that matched nothing (for the error message)."""
+    return closest(pattern, candidates, n=n) or candidates[:n]
+
+
+def mask_from_paths(params, selected) -> dict:
+    """A bool tree: True exactly at the '/'-joined paths in `selected`."""
+    selected = set(selected)
+    return jax.tree_util.tree_map_with_path(lambda kp, _: path_of(kp) in selected, params)
+
+
+def union(*masks):
+    """Leafwise OR of bool trees with the same structure."""
+    return jax.tree_util.tree_map(lambda *xs: any(xs), *masks)
 
 
 def mask_from_regexes(params, patterns, what="target") -> dict:
@@ -27,7 +47,7 @@ def mask_from_regexes(params, patterns, what="target") -> dict:
         if not any(re.search(pattern, p) for p in all_paths):
             raise UserError(
                 f"{what} regex {pattern!r} matches no parameter. Nearest paths: "
-                f"{closest(pattern, all_paths, n=5) or all_paths[:5]}"
+                f"{nearest(pattern, all_paths)}"
             )
     return jax.tree_util.tree_map_with_path(
         lambda kp, _: any(re.search(p, path_of(kp)) for p in patterns), params
@@ -56,3 +76,7 @@ def merge(*trees):
 
 def count(tree) -> int:
     return sum(int(x.size) for x in jax.tree_util.tree_leaves(tree))
+
+
+def unflatten(flat_params: dict):
+    return traverse_util.unflatten_dict(flat_params, sep="/")

@@ -7,26 +7,71 @@ import jax
 import numpy as np
 
 from jaxft import config as config_lib
+from jaxft import peft
 from jaxft.data import batching, sources
 from jaxft.errors import UserError
 from jaxft.train import checkpoint, loop, step
 
 
+def check_base_model(workdir: Path, model_path) -> None:
+    """Refuse to restore a checkpoint onto a base model other than the one it was trained on."""
+    from jaxft import assets
+    from jaxft.models import hf
+
+    recorded = workdir / "base_model.json"
+    if not recorded.is_file():
+        return
+    saved = json.loads(recorded.read_text())["config"]
+    current = hf.read_config(assets.model_dir(str(model_path)))
+    keys = (
+        "model_type",
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "max_position_embeddings",
+    )
+    differ = [
+        f"{k}: trained on {saved.get(k)!r}, now {current.get(k)!r}"
+        for k in keys
+        if saved.get(k) != current.get(k)
+    ]
+    if differ:
+        raise UserError(
+            f"{workdir} was trained on another base model than {model_path}: "
+            + "; ".join(differ)
+            + ". Point config.json's 'model' at the original base."
+        )
+
+
 def load_workdir(workdir):
-    """(config, model, params, tokenizer) of a trained run."""
+    """(config, model, params, tokenizer) of a trained run.
+
+    The checkpoint holds the trained leaves; the frozen rest comes from the base model with the
+    run's strategy applied again (nothing of the base is needed for full fine-tuning).
+    """
     workdir = Path(workdir)
     if not (workdir / "config.json").is_file():
         raise UserError(
             f"{workdir} has no config.json: is it the --workdir of a `jaxft train` run?"
         )
     config = config_lib.from_json_file(workdir / "config.json")
+    check_base_model(workdir, config.model)
     label_names = list(config.task.label_names) or None
-    model, _ = loop.build_model(config, loop.num_outputs(config, label_names), load_weights=False)
-    template = jax.eval_shape(
-        lambda: model.init(jax.random.key(0), np.zeros((1, 8), np.int32))["params"]
+    needs_base = peft.names(config.strategy) != ["full"]
+    model, base = loop.build_model(
+        config, loop.num_outputs(config, label_names), load_weights=needs_base
     )
-    _, params = checkpoint.restore_params(workdir, template)
-    return config, model, params, loop.load_tokenizer(config.model)
+    if base is None:
+        base = jax.eval_shape(
+            lambda: model.init(jax.random.key(0), np.zeros((1, 8), np.int32))["params"]
+        )
+    params, mask = peft.apply(base, config.strategy, loop.init_rngs(config.seed)[0])
+    template, frozen = peft.paths.split(params, mask)
+    _, trained = checkpoint.restore_params(workdir, template)
+    model = loop.with_strategy(model, config.strategy)
+    return config, model, peft.paths.merge(trained, frozen), loop.load_tokenizer(config.model)
 
 
 def evaluate(workdir, splits) -> dict:
@@ -81,3 +126,17 @@ def read_jsonl(path) -> tuple[list[str], list[str] | None]:
             texts.append(str(row["text"]))
             pairs.append(row.get("text_pair"))
     return texts, (pairs if any(p is not None for p in pairs) else None)
+
+
+def export(workdir, fmt: str, out) -> Path:
+    """`jaxft export`: a merged HF checkpoint (`hf`) or an HF PEFT adapter (`peft`)."""
+    from jaxft import assets
+    from jaxft.peft import export as export_lib
+
+    config, model, params, _ = load_workdir(workdir)
+    base_dir = assets.model_dir(config.model)
+    if fmt == "hf":
+        return export_lib.save_hf(params, model, base_dir, out, list(config.task.label_names))
+    if fmt == "peft":
+        return export_lib.save_peft(params, model, base_dir, out, config.strategy.lora)
+    raise UserError(f"unknown export format {fmt!r}; use hf or peft")

@@ -122,6 +122,26 @@ def resolved_config(exp: Experiment):
     return config
 
 
+def with_strategy(model, strategy_cfg):
+    """The model with the config fields its strategy needs (LoRA dropout, adapter activation)."""
+    options = peft.model_options(strategy_cfg)
+    return model.clone(config=dataclasses.replace(model.config, **options))
+
+
+def init_rngs(seed: int):
+    """(strategy init key, dropout key): the same for a run and for restoring its workdir."""
+    return jax.random.split(jax.random.key(seed))
+
+
+def write_base_model(workdir: Path, model_path) -> None:
+    """Record the base model's config, so a checkpoint is never restored onto another base."""
+    from jaxft import assets
+    from jaxft.models import hf
+
+    base = {"model": str(model_path), "config": hf.read_config(assets.model_dir(str(model_path)))}
+    (workdir / "base_model.json").write_text(json.dumps(base, indent=2, sort_keys=True))
+
+
 def train_and_evaluate(config, workdir) -> dict:
     """Train per `config`, evaluate, and write the workdir contract. Returns eval.json's dict."""
     workdir = Path(workdir)
@@ -131,10 +151,26 @@ def train_and_evaluate(config, workdir) -> dict:
         raise UserError("the data source has no 'train' split")
     cfg = resolved_config(exp)
     (workdir / "config.json").write_text(config_lib.to_json(cfg))
+    write_base_model(workdir, cfg.model)
 
-    rng_init, rng_dropout = jax.random.split(jax.random.key(cfg.seed))
+    rng_init, rng_dropout = init_rngs(cfg.seed)
+    exp.model = with_strategy(exp.model, cfg.strategy)
     params, mask = peft.apply(exp.params, cfg.strategy, rng_init)
     log.info(peft.summary(params, mask))
+    writer = MetricWriter(workdir)
+    writer.write(
+        0,
+        "setup",
+        {
+            "trainable_params": peft.paths.count(peft.paths.split(params, mask)[0]),
+            "total_params": peft.paths.count(params),
+            "strategy": cfg.strategy.name,
+        },
+    )
+    if peft.names(cfg.strategy) == ["features"]:
+        from jaxft.train import features
+
+        return features.train_and_evaluate(exp, cfg, params, workdir, writer)
 
     train = exp.data["train"]
     bs = cfg.train.batch_size
@@ -156,7 +192,6 @@ def train_and_evaluate(config, workdir) -> dict:
         100 * batching.padding_fraction(train, bs, exp.buckets, cfg.seed),
     )
 
-    writer = MetricWriter(workdir)
     pending, seen, t_log = [], 0, time.perf_counter()
     bar = tqdm(total=total_steps, disable=not cfg.train.progress, unit="step", dynamic_ncols=True)
     step_count = 0
@@ -191,13 +226,19 @@ def train_and_evaluate(config, workdir) -> dict:
             break
     bar.close()
 
+    # Only the trained leaves are saved; the rest is rebuilt from the base model and strategy.
+    checkpoint.save_params(workdir, step_count, state.trainable)
     params = state.params
-    checkpoint.save_params(workdir, step_count, params)
     results = {
         split: score(exp, params, split, eval_step)
         for split in cfg.train.eval_splits
         if split in exp.data
     }
+    return finish(workdir, writer, step_count, results)
+
+
+def finish(workdir: Path, writer: MetricWriter, step_count: int, results: dict) -> dict:
+    """Log the final metrics and write eval.json."""
     for split, result in results.items():
         writer.write(step_count, split, dict(result, final=True))
     writer.close()

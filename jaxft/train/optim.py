@@ -1,9 +1,11 @@
 """AdamW over the trainable leaves: warmup + decay schedule, clipping, weight-decay mask."""
 
 import math
+import re
 
 import jax
 import optax
+from flax import traverse_util
 
 from jaxft.errors import UserError
 
@@ -39,6 +41,26 @@ def decay_mask(params):
     )
 
 
+def layer_scales(params, decay: float):
+    """Per-leaf learning-rate multipliers for layer-wise decay (Clark et al. 2020).
+
+    With L encoder layers, `encoder/layer_i` gets decay**(L - i), the embeddings decay**(L + 1),
+    and everything above the encoder (pooler, head) 1.
+    """
+    flat = traverse_util.flatten_dict(params, sep="/")
+    layer_ids = [int(m.group(1)) for p in flat if (m := re.match(r"encoder/layer_(\d+)/", p))]
+    depth = max(layer_ids) + 1 if layer_ids else 0
+
+    def scale(path):
+        if m := re.match(r"encoder/layer_(\d+)/", path):
+            return decay ** (depth - int(m.group(1)))
+        if path.startswith("embeddings/"):
+            return decay ** (depth + 1)
+        return 1.0
+
+    return traverse_util.unflatten_dict({p: scale(p) for p in flat}, sep="/")
+
+
 def make(cfg, trainable_params, total_steps: int):
     """The optimizer for the trainable subtree and its learning-rate schedule.
 
@@ -59,4 +81,13 @@ def make(cfg, trainable_params, total_steps: int):
             mask=decay_mask(trainable_params),
         )
     )
+    if cfg.get("layer_decay", 1.0) != 1.0:
+        # Scaling the whole AdamW update scales its decoupled weight decay too, as a per-group
+        # learning rate does in PyTorch.
+        scales = layer_scales(trainable_params, cfg.layer_decay)
+        parts.append(
+            optax.stateless(
+                lambda updates, _: jax.tree_util.tree_map(lambda u, s: u * s, updates, scales)
+            )
+        )
     return optax.chain(*parts), lr
