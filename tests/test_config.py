@@ -61,3 +61,16 @@ def test_config_json_round_trips(tmp_path):
     config = config_lib.load_experiment("experiments/rotten_tomatoes.py")
     (tmp_path / "config.json").write_text(config_lib.to_json(config))
     assert config_lib.from_json_file(tmp_path / "config.json") == config
+
+
+def test_regex_tuple_override_from_the_command_line():
+    config = config_lib.defaults()
+    config_lib.apply_overrides(
+        config,
+        [
+            ("strategy.lora.targets", '("attention/(query|key|value|output)$",)'),
+            ("strategy.name", "lora+bitfit"),
+        ],
+    )
+    assert config.strategy.lora.targets == ("attention/(query|key|value|output)$",)
+    assert config.strategy.name == "lora+bitfit"

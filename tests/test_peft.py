@@ -218,3 +218,46 @@ def test_prompt_and_prefix_change_outputs_and_keep_shapes(base):
         logits = _logits(model, new, batch)
         assert logits.shape == reference.shape and np.isfinite(np.asarray(logits)).all()
         assert not np.allclose(logits, reference)
+
+
+def test_layer_decay_scales_the_whole_adamw_update():
+    import ml_collections
+
+    params = {
+        "embeddings": {"w": jnp.ones((2,))},
+        "encoder": {f"layer_{i}": {"kernel": jnp.ones((2,))} for i in range(2)},
+        "head": {"kernel": jnp.ones((2,))},
+    }
+    grads = jax.tree_util.tree_map(lambda x: 0.3 * x, params)
+
+    def first_updates(decay):
+        cfg = ml_collections.ConfigDict(
+            dict(
+                lr=1e-2,
+                schedule="constant",
+                warmup_ratio=0.0,
+                warmup_steps=1,
+                clip_norm=0.0,
+                b1=0.9,
+                b2=0.999,
+                eps=1e-8,
+                weight_decay=0.1,
+                layer_decay=decay,
+            )
+        )
+        tx, _ = optim.make(cfg, params, total_steps=10)
+        state = tx.init(params)
+        _, state = tx.update(grads, state, params)  # step 0 has lr 0 (warmup)
+        updates, _ = tx.update(grads, state, params)
+        return updates
+
+    plain, decayed = first_updates(1.0), first_updates(0.5)
+    ratio = jax.tree_util.tree_map(lambda a, b: float(b[0] / a[0]), plain, decayed)
+    assert ratio == {
+        "embeddings": {"w": pytest.approx(0.125)},
+        "encoder": {
+            "layer_0": {"kernel": pytest.approx(0.25)},
+            "layer_1": {"kernel": pytest.approx(0.5)},
+        },
+        "head": {"kernel": pytest.approx(1.0)},
+    }
