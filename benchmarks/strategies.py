@@ -150,6 +150,15 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results"))
     args = parser.parse_args()
 
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "date": str(date.today()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "strategies": args.strategies,
+        "seeds": args.seeds,
+        "epochs": args.epochs,
+    }
     rows = []
     for item in args.strategies.split(","):
         strategy, _, seeds = item.partition("=")  # "lora=3": this strategy over 3 seeds
@@ -158,22 +167,18 @@ def main():
             runs.append(run_one(strategy, seed, args.epochs))
             print(f"{strategy} seed {seed}: {runs[-1]}", flush=True)
         rows.append(summarise(strategy, runs))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "date": str(date.today()),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-        "seeds": args.seeds,
-        "epochs": args.epochs,
-    }
+        write(rows, meta, out)  # after every strategy, so a long run leaves partial results
+
+
+def write(rows, meta, out: Path) -> None:
     text = table(rows)
-    print(text)
+    print(text, flush=True)
     (out / "strategies.json").write_text(json.dumps({"rows": rows, **meta}, indent=2))
     has_plot = plot(rows, out / "strategies.png")
     (out / "strategies.md").write_text(
         f"# Strategies on Rotten Tomatoes (all-MiniLM-L6-v2)\n\n{meta['date']}, {meta['machine']}, "
-        f"{args.epochs} epochs; command: `python benchmarks/strategies.py --strategies "
-        f"{args.strategies} --seeds {args.seeds} --epochs {args.epochs}`\n\n{text}\n"
+        f"{meta['epochs']} epochs; command: `python benchmarks/strategies.py --strategies "
+        f"{meta['strategies']} --seeds {meta['seeds']} --epochs {meta['epochs']}`\n\n{text}\n"
         + ("\n![accuracy vs trainable parameters](strategies.png)\n" if has_plot else "")
     )
 

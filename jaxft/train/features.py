@@ -12,9 +12,8 @@ import jax
 import numpy as np
 import optax
 
-from jaxft.data import batching
 from jaxft.models import heads
-from jaxft.train import checkpoint, optim, step
+from jaxft.train import checkpoint, loop, optim, step
 from jaxft.train.writer import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -26,28 +25,25 @@ def extract(exp, params, split: str) -> np.ndarray:
     backbone_params = {k: v for k, v in params.items() if k != "head"}
 
     @jax.jit
-    def pooled(batch):
+    def pooled(backbone_params, batch):  # params as an argument, not baked-in constants
         out = step.forward(backbone, backbone_params, batch, deterministic=True)
         return heads.pool(
             exp.model.head, out.last_hidden_state, out.pooler_output, batch["attention_mask"]
         )
 
-    data = exp.data[split]
-    features = None
-    pad = exp.tokenizer.pad_token_id or 0
-    for indices, batch in batching.batches(
-        data, exp.config.train.eval_batch_size, exp.buckets, pad
-    ):
-        values = np.asarray(pooled(batch))[: len(indices)]
-        if features is None:
-            features = np.zeros((len(data), values.shape[-1]), np.float32)
-        features[indices] = values
-    return features
+    return loop.all_logits(
+        exp.data[split],
+        backbone_params,
+        pooled,
+        exp.config.train.eval_batch_size,
+        exp.buckets,
+        exp.tokenizer.pad_token_id or 0,
+        exp.model.config.hidden_size,
+    )
 
 
 def train_and_evaluate(exp, cfg, params, workdir: Path, writer: MetricWriter) -> dict:
     from jaxft.metrics import classification as metrics_lib
-    from jaxft.train import loop
 
     cached = {split: extract(exp, params, split) for split in exp.data}
     head = heads.build(exp.model.head, exp.model.dtype, name=None)

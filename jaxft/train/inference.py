@@ -92,10 +92,15 @@ def predict(workdir, texts: list[str], text_pairs: list[str] | None = None) -> l
     )
     lengths = batching.bucket_lengths(config.data.max_length, config.data.buckets)
     eval_step = jax.jit(step.make_eval_step(model))
-    logits = np.zeros((len(texts), model.head.num_labels), np.float32)
-    pad = tokenizer.pad_token_id or 0
-    for indices, batch in batching.batches(data, config.train.eval_batch_size, lengths, pad):
-        logits[indices] = np.asarray(eval_step(params, batch))[: len(indices)]
+    logits = loop.all_logits(
+        data,
+        params,
+        eval_step,
+        config.train.eval_batch_size,
+        lengths,
+        tokenizer.pad_token_id or 0,
+        model.head.num_labels,
+    )
     results = []
     for text, row in zip(texts, logits, strict=True):
         if config.task.kind == "regression":

@@ -100,15 +100,27 @@ def prepare(config, splits=None, load_weights=True) -> Experiment:
     return Experiment(config, model, params, tokenizer, label_names, data, buckets)
 
 
+def all_logits(data, params, eval_step, batch_size, buckets, pad_id, num_outputs) -> np.ndarray:
+    """`eval_step(params, batch)` [examples, num_outputs] for every example of `data`, in order
+    (logits, or any per-example vector such as pooled features)."""
+    logits = np.zeros((len(data), num_outputs), np.float32)
+    for indices, batch in batching.batches(data, batch_size, buckets, pad_id):
+        logits[indices] = np.asarray(eval_step(params, batch))[: len(indices)]
+    return logits
+
+
 def score(exp: Experiment, params, split: str, eval_step) -> dict:
     """Metrics of `params` on one split (every example counted once; padding rows dropped)."""
     data = exp.data[split]
-    logits = np.zeros((len(data), 1 if exp.regression else len(exp.label_names)), np.float32)
-    pad = exp.tokenizer.pad_token_id or 0
-    for indices, batch in batching.batches(
-        data, exp.config.train.eval_batch_size, exp.buckets, pad
-    ):
-        logits[indices] = np.asarray(eval_step(params, batch))[: len(indices)]
+    logits = all_logits(
+        data,
+        params,
+        eval_step,
+        exp.config.train.eval_batch_size,
+        exp.buckets,
+        exp.tokenizer.pad_token_id or 0,
+        num_outputs(exp.config, exp.label_names),
+    )
     if exp.regression:
         return metrics_lib.regression(data.labels, logits[:, 0])
     return metrics_lib.classification(data.labels, logits.argmax(-1), len(exp.label_names))
