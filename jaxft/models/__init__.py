@@ -9,7 +9,7 @@ from flax import traverse_util
 
 from jaxft import assets
 from jaxft.errors import UserError
-from jaxft.models import bert, heads, hf
+from jaxft.models import bert, heads, hf, t5
 from jaxft.models.heads import HEAD_KINDS, HeadConfig
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,16 @@ def build_model(
     model_dir = assets.model_dir(str(model_dir))
     hf_config = hf.read_config(model_dir)
     model_type = hf_config.get("model_type")
+    if model_type in t5.MODEL_TYPES:
+        if head not in (None, "seq2seq"):
+            raise UserError(f"T5 models take head=None (encoder only) or 'seq2seq'; got {head!r}")
+        config = t5.T5Config.from_hf_config(hf_config)
+        model = t5.T5Model(config, encoder_only=head is None, dtype=resolve_dtype(dtype))
+        return model, model_dir
     if model_type not in bert.MODEL_TYPES:
         raise UserError(
             f"{model_dir}/config.json has model_type={model_type!r}; jaxft ports "
-            f"{sorted(bert.MODEL_TYPES)}"
+            f"{sorted(bert.MODEL_TYPES) + list(t5.MODEL_TYPES)}"
         )
     config = bert.BertConfig.from_hf_config(hf_config)
     head_config = None
@@ -64,35 +70,48 @@ def build_model(
 
 def init_params(model, rng, seq_len: int = 8):
     ids = jnp.zeros((1, seq_len), jnp.int32)
+    if isinstance(model, t5.T5Model) and not model.encoder_only:
+        return jax.jit(lambda r: model.init(r, ids, decoder_input_ids=ids))(rng)["params"]
     return jax.jit(model.init)(rng, ids)["params"]
+
+
+def _checkpoint_names(model):
+    """(name map, task prefix, backbone HF keys, ignored-key regexes) of a model family."""
+    if isinstance(model, t5.T5Model):
+        name_map = t5.hf_name_map(model.config, model.encoder_only)
+        return name_map, None, set(), t5.IGNORED_HF_KEYS
+    name_map = bert.hf_name_map(model.config)
+    backbone_keys = {k for k, _ in name_map.values()}
+    if model.head is not None:
+        name_map.update(heads.hf_name_map(model.head))
+    return name_map, bert.MODEL_TYPES[model.config.model_type], backbone_keys, bert.IGNORED_HF_KEYS
 
 
 def from_pretrained(
     path, head=None, num_labels=None, dtype="float32", pooling="cls", head_dropout=None, rng=None
 ):
-    """Load a Hugging Face BERT/RoBERTa folder (or a built-in name such as "all-MiniLM-L6-v2").
+    """Load a Hugging Face BERT/RoBERTa/T5 folder (or a built-in name such as "all-MiniLM-L6-v2").
 
     Returns `(model, params)`. `head="classification"` adds a sequence classification head with
     `num_labels` outputs (1 = regression); head weights come from the checkpoint when it has them
     with the right shape, else they are freshly initialised (and logged). `dtype` is the compute
-    dtype; parameters are always float32.
+    dtype; parameters are always float32. For T5, `head="seq2seq"` is the encoder-decoder with its
+    LM head and `head=None` the encoder alone.
     """
     model, model_dir = build_model(path, head, num_labels, dtype, pooling, head_dropout)
     rng = jax.random.key(0) if rng is None else rng
     template = flatten(init_params(model, rng))
-    name_map = bert.hf_name_map(model.config)
-    backbone_keys = {k for k, _ in name_map.values()}
-    if model.head is not None:
-        name_map.update(heads.hf_name_map(model.head))
-    prefix = bert.MODEL_TYPES[model.config.model_type]
-    state = hf.strip_prefix(hf.read_state(model_dir), prefix, backbone_keys)
+    name_map, prefix, backbone_keys, ignored = _checkpoint_names(model)
+    state = hf.read_state(model_dir)
+    if prefix:
+        state = hf.strip_prefix(state, prefix, backbone_keys)
     loaded, fresh = hf.load_params(
         template,
         name_map,
         state,
         bert.to_flax,
         optional=("head/",),
-        ignored=bert.IGNORED_HF_KEYS,
+        ignored=ignored,
         source=str(model_dir),
     )
     if fresh:

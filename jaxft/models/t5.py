@@ -1,0 +1,350 @@
+"""T5 (v1.0, v1.1 / flan) in Flax linen: encoder-decoder and encoder-only, with the HF name map.
+
+Parameter paths:
+
+    shared/embedding                                   token embeddings (tied LM head in v1.0)
+    {encoder,decoder}/relative_attention_bias/embedding [buckets, heads], first layer's in HF
+    {encoder,decoder}/layer_{i}/self_attention/{q,k,v,o}/kernel
+    decoder/layer_{i}/cross_attention/{q,k,v,o}/kernel
+    {encoder,decoder}/layer_{i}/{self_attention,cross_attention,ff}_norm/scale
+    {encoder,decoder}/layer_{i}/ff/{wi,wo}/kernel      (v1.0, ReLU)
+    {encoder,decoder}/layer_{i}/ff/{wi_0,wi_1,wo}/kernel (v1.1, gated GELU)
+    {encoder,decoder}/final_norm/scale
+    lm_head/kernel                                     (untied heads only)
+
+No dense layer has a bias; norms are RMS norms computed in float32; attention logits are not
+scaled by 1/sqrt(d) (T5 folds that into its initialisation); softmax runs in float32.
+"""
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxft.models.layers import Dense, Dtype, activation
+
+MODEL_TYPES = ("t5",)
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Config:
+    vocab_size: int = 32128
+    d_model: int = 512
+    d_kv: int = 64
+    d_ff: int = 2048
+    num_layers: int = 6
+    num_decoder_layers: int = 6
+    num_heads: int = 8
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    dropout_rate: float = 0.1
+    layer_norm_epsilon: float = 1e-6
+    feed_forward_proj: str = "relu"  # "relu" (v1.0) or "gated-gelu" (v1.1, flan)
+    tie_word_embeddings: bool = True  # LM head shares `shared`; False: its own lm_head/kernel
+    # Multiply decoder outputs by d_model**-0.5 before the head (v1.0). transformers 5 writes this
+    # key; older configs imply it by tie_word_embeddings (v1.1 checkpoints set both false).
+    scale_decoder_outputs: bool = True
+    pad_token_id: int = 0
+    eos_token_id: int = 1
+    decoder_start_token_id: int = 0
+    model_type: str = "t5"
+    # Set by strategies, not read from Hugging Face configs:
+    lora_dropout: float = 0.0
+    adapter_activation: str = "relu"
+
+    @classmethod
+    def from_hf_config(cls, hf: dict[str, Any]) -> "T5Config":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in hf.items() if k in fields and v is not None}
+        kwargs.setdefault("num_decoder_layers", kwargs.get("num_layers", cls.num_layers))
+        kwargs.setdefault("scale_decoder_outputs", kwargs.get("tie_word_embeddings", True))
+        return cls(**kwargs)
+
+    @property
+    def gated(self) -> bool:
+        return self.feed_forward_proj.startswith("gated-")
+
+    @property
+    def act(self) -> str:
+        name = self.feed_forward_proj.split("-")[-1]
+        # HF maps "gated-gelu" to the tanh approximation (gelu_new), as the original T5 v1.1.
+        return "gelu_new" if name == "gelu" and self.gated else name
+
+    @property
+    def inner_dim(self) -> int:
+        return self.num_heads * self.d_kv
+
+
+def relative_position_bucket(
+    relative_position, bidirectional: bool, num_buckets: int, max_distance: int
+):
+    """T5's bucketing of key-minus-query distances: exact for small ones, log-spaced beyond."""
+    buckets = jnp.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (relative_position > 0).astype(jnp.int32) * num_buckets
+        relative_position = jnp.abs(relative_position)
+    else:
+        relative_position = -jnp.minimum(relative_position, 0)
+    max_exact = num_buckets // 2
+    is_small = relative_position < max_exact
+    # Clamp before the log so position 0 (taken from the other branch) gives no -inf.
+    scaled = jnp.log(jnp.maximum(relative_position, 1).astype(jnp.float32) / max_exact)
+    large = max_exact + (
+        scaled / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+    ).astype(jnp.int32)
+    large = jnp.minimum(large, num_buckets - 1)
+    return buckets + jnp.where(is_small, relative_position, large)
+
+
+def mask_bias(keep):
+    """Bool keep-mask -> additive float32 bias (0 or the float32 minimum)."""
+    return jnp.where(keep, 0.0, jnp.finfo(jnp.float32).min)
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * scale, in float32 (T5's LayerNorm: no mean subtraction, no bias)."""
+
+    epsilon: float = 1e-6
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+        x = x.astype(jnp.float32)
+        x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + self.epsilon)
+        return (x * scale).astype(self.dtype)
+
+
+class Attention(nn.Module):
+    config: T5Config
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, kv, bias, deterministic):
+        c = self.config
+        dense = lambda size, n: Dense(
+            size, use_bias=False, dtype=self.dtype, lora_dropout=c.lora_dropout, name=n
+        )
+        heads = lambda t: t.reshape(t.shape[:-1] + (c.num_heads, c.d_kv))
+        q = heads(dense(c.inner_dim, "q")(x, deterministic))
+        k = heads(dense(c.inner_dim, "k")(kv, deterministic))
+        v = heads(dense(c.inner_dim, "v")(kv, deterministic))
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias
+        probs = jax.nn.softmax(scores, axis=-1)
+        probs = nn.Dropout(c.dropout_rate)(probs, deterministic=deterministic)
+        context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
+        return dense(c.d_model, "o")(context.reshape(x.shape[:2] + (c.inner_dim,)), deterministic)
+
+
+class FeedForward(nn.Module):
+    config: T5Config
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, deterministic):
+        c = self.config
+        dense = lambda size, n: Dense(
+            size, use_bias=False, dtype=self.dtype, lora_dropout=c.lora_dropout, name=n
+        )
+        act = activation(c.act)
+        if c.gated:
+            h = act(dense(c.d_ff, "wi_0")(x, deterministic)) * dense(c.d_ff, "wi_1")(
+                x, deterministic
+            )
+        else:
+            h = act(dense(c.d_ff, "wi")(x, deterministic))
+        h = nn.Dropout(c.dropout_rate)(h, deterministic=deterministic)
+        return dense(c.d_model, "wo")(h, deterministic)
+
+
+class Block(nn.Module):
+    """Pre-norm block: x += attn(norm(x)); [x += cross(norm(x), memory)]; x += ff(norm(x))."""
+
+    config: T5Config
+    is_decoder: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, self_bias, memory, cross_bias, deterministic):
+        c = self.config
+        norm = lambda n: RMSNorm(c.layer_norm_epsilon, self.dtype, name=n)
+        drop = lambda t: nn.Dropout(c.dropout_rate)(t, deterministic=deterministic)
+        h = norm("self_attention_norm")(x)
+        x = x + drop(
+            Attention(c, self.dtype, name="self_attention")(h, h, self_bias, deterministic)
+        )
+        if self.is_decoder:
+            h = norm("cross_attention_norm")(x)
+            attended = Attention(c, self.dtype, name="cross_attention")(
+                h, memory, cross_bias, deterministic
+            )
+            x = x + drop(attended)
+        h = norm("ff_norm")(x)
+        return x + drop(FeedForward(c, self.dtype, name="ff")(h, deterministic))
+
+
+class Stack(nn.Module):
+    """The encoder (bidirectional) or decoder (causal, cross-attending) stack of blocks."""
+
+    config: T5Config
+    is_decoder: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, embedded, mask, memory=None, memory_mask=None, deterministic=True):
+        c = self.config
+        length = embedded.shape[1]
+        position = jnp.arange(length)
+        buckets = relative_position_bucket(
+            position[None, :] - position[:, None],  # key - query
+            bidirectional=not self.is_decoder,
+            num_buckets=c.relative_attention_num_buckets,
+            max_distance=c.relative_attention_max_distance,
+        )
+        table = nn.Embed(
+            c.relative_attention_num_buckets,
+            c.num_heads,
+            embedding_init=nn.initializers.normal(1.0),
+            name="relative_attention_bias",
+        )
+        position_bias = jnp.transpose(table(buckets), (2, 0, 1))[None].astype(jnp.float32)
+        keep = mask[:, None, None, :].astype(bool)
+        if self.is_decoder:
+            keep = keep & jnp.tril(jnp.ones((length, length), bool))[None, None]
+        # One bias for every layer: relative positions (first layer's table) plus the mask.
+        self_bias = position_bias + mask_bias(keep)
+        cross_bias = (
+            None if memory is None else mask_bias(memory_mask[:, None, None, :].astype(bool))
+        )
+        drop = lambda t: nn.Dropout(c.dropout_rate)(t, deterministic=deterministic)
+        x = drop(embedded.astype(self.dtype))
+        layers = c.num_decoder_layers if self.is_decoder else c.num_layers
+        for i in range(layers):
+            x = Block(c, self.is_decoder, self.dtype, name=f"layer_{i}")(
+                x, self_bias, memory, cross_bias, deterministic
+            )
+        return drop(RMSNorm(c.layer_norm_epsilon, self.dtype, name="final_norm")(x))
+
+
+def shift_right(labels, start_id: int, pad_id: int):
+    """Decoder inputs from labels: start token first, labels shifted, -100 (ignored) -> pad."""
+    shifted = jnp.concatenate([jnp.full_like(labels[:, :1], start_id), labels[:, :-1]], axis=1)
+    return jnp.where(shifted == -100, pad_id, shifted)
+
+
+class T5Model(nn.Module):
+    """T5 encoder-decoder with an LM head (`encoder_only=True`: the encoder alone).
+
+    `__call__(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)` returns a
+    ModelOutput with `last_hidden_state` (the encoder output) and `logits` (float32, decoder).
+    `encode` and `decode` are the two halves, for generation.
+    """
+
+    config: T5Config
+    encoder_only: bool = False
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        c = self.config
+        self.shared = nn.Embed(c.vocab_size, c.d_model, embedding_init=nn.initializers.normal(1.0))
+        self.encoder = Stack(c, is_decoder=False, dtype=self.dtype)
+        if not self.encoder_only:
+            self.decoder = Stack(c, is_decoder=True, dtype=self.dtype)
+            if not c.tie_word_embeddings:
+                self.lm_head = Dense(c.vocab_size, use_bias=False, dtype=self.dtype)
+
+    def encode(self, input_ids, attention_mask=None, deterministic=True):
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(input_ids)
+        return self.encoder(self.shared(input_ids), attention_mask, deterministic=deterministic)
+
+    def decode(
+        self,
+        decoder_input_ids,
+        memory,
+        memory_mask,
+        decoder_attention_mask=None,
+        deterministic=True,
+    ):
+        if decoder_attention_mask is None:
+            decoder_attention_mask = jnp.ones_like(decoder_input_ids)
+        h = self.decoder(
+            self.shared(decoder_input_ids),
+            decoder_attention_mask,
+            memory,
+            memory_mask,
+            deterministic=deterministic,
+        )
+        if self.config.scale_decoder_outputs:
+            h = h * (self.config.d_model**-0.5)
+        if self.config.tie_word_embeddings:
+            logits = self.shared.attend(h.astype(jnp.float32))
+        else:
+            logits = self.lm_head(h)
+        return logits.astype(jnp.float32)
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        deterministic=True,
+    ):
+        from jaxft.models.outputs import ModelOutput
+
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(input_ids)
+        memory = self.encode(input_ids, attention_mask, deterministic)
+        if self.encoder_only or decoder_input_ids is None:
+            return ModelOutput(last_hidden_state=memory.astype(jnp.float32))
+        logits = self.decode(
+            decoder_input_ids, memory, attention_mask, decoder_attention_mask, deterministic
+        )
+        return ModelOutput(last_hidden_state=memory.astype(jnp.float32), logits=logits)
+
+
+# --- Hugging Face name map ------------------------------------------------------------------
+
+LINEAR, COPY = "linear", "copy"
+
+
+def hf_name_map(config: T5Config, encoder_only: bool = False) -> dict[str, tuple[str, str]]:
+    names = {"shared/embedding": ("shared.weight", COPY)}
+    stacks = [("encoder", config.num_layers)]
+    if not encoder_only:
+        stacks.append(("decoder", config.num_decoder_layers))
+    ff = ("wi_0", "wi_1", "wo") if config.gated else ("wi", "wo")
+    for stack, layers in stacks:
+        names[f"{stack}/relative_attention_bias/embedding"] = (
+            f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+            COPY,
+        )
+        names[f"{stack}/final_norm/scale"] = (f"{stack}.final_layer_norm.weight", COPY)
+        for i in range(layers):
+            ours, theirs = f"{stack}/layer_{i}", f"{stack}.block.{i}.layer"
+            parts = [("self_attention", "0.SelfAttention", "0.layer_norm")]
+            if stack == "decoder":
+                parts.append(("cross_attention", "1.EncDecAttention", "1.layer_norm"))
+            for name, module, norm in parts:
+                for p in ("q", "k", "v", "o"):
+                    names[f"{ours}/{name}/{p}/kernel"] = (f"{theirs}.{module}.{p}.weight", LINEAR)
+                names[f"{ours}/{name}_norm/scale"] = (f"{theirs}.{norm}.weight", COPY)
+            ff_index = 2 if stack == "decoder" else 1
+            for p in ff:
+                names[f"{ours}/ff/{p}/kernel"] = (
+                    f"{theirs}.{ff_index}.DenseReluDense.{p}.weight",
+                    LINEAR,
+                )
+            names[f"{ours}/ff_norm/scale"] = (f"{theirs}.{ff_index}.layer_norm.weight", COPY)
+    if not encoder_only and not config.tie_word_embeddings:
+        names["lm_head/kernel"] = ("lm_head.weight", LINEAR)
+    return names
+
+
+# Tied copies of shared.weight that some checkpoints also store.
+IGNORED_HF_KEYS = (r"^(encoder|decoder)\.embed_tokens\.weight$", r"^lm_head\.weight$")
