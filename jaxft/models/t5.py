@@ -120,19 +120,45 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
+    """Multi-head attention over `kv` (self-attention when kv is x).
+
+    With `decode=True` (generation) it keeps a cache: self-attention appends this step's key and
+    value at the cache index; cross-attention projects the encoder memory once, on the call that
+    creates the cache, and reuses it at every step.
+    """
+
     config: T5Config
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, kv, bias, deterministic):
+    def __call__(self, x, kv, bias, deterministic, decode=False, cross=False):
         c = self.config
         dense = lambda size, n: Dense(
             size, use_bias=False, dtype=self.dtype, lora_dropout=c.lora_dropout, name=n
         )
         heads = lambda t: t.reshape(t.shape[:-1] + (c.num_heads, c.d_kv))
         q = heads(dense(c.inner_dim, "q")(x, deterministic))
-        k = heads(dense(c.inner_dim, "k")(kv, deterministic))
-        v = heads(dense(c.inner_dim, "v")(kv, deterministic))
+        if decode and cross:
+            k = self.variable(
+                "cache", "cross_key", lambda: heads(dense(c.inner_dim, "k")(kv))
+            ).value
+            v = self.variable(
+                "cache", "cross_value", lambda: heads(dense(c.inner_dim, "v")(kv))
+            ).value
+        else:
+            k = heads(dense(c.inner_dim, "k")(kv, deterministic))
+            v = heads(dense(c.inner_dim, "v")(kv, deterministic))
+        if decode and not cross:
+            primed = self.has_variable("cache", "key")
+            cached_k = self.variable("cache", "key", jnp.zeros, k.shape, k.dtype)
+            cached_v = self.variable("cache", "value", jnp.zeros, v.shape, v.dtype)
+            index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+            if primed:  # one new token: write it at the index, attend over the whole cache
+                at = (0, index.value, 0, 0)
+                cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k, at)
+                cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v, at)
+                index.value = index.value + k.shape[1]
+                k, v = cached_k.value, cached_v.value
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias
         probs = jax.nn.softmax(scores, axis=-1)
         probs = nn.Dropout(c.dropout_rate)(probs, deterministic=deterministic)
@@ -169,18 +195,20 @@ class Block(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, self_bias, memory, cross_bias, deterministic):
+    def __call__(self, x, self_bias, memory, cross_bias, deterministic, decode=False):
         c = self.config
         norm = lambda n: RMSNorm(c.layer_norm_epsilon, self.dtype, name=n)
         drop = lambda t: nn.Dropout(c.dropout_rate)(t, deterministic=deterministic)
         h = norm("self_attention_norm")(x)
         x = x + drop(
-            Attention(c, self.dtype, name="self_attention")(h, h, self_bias, deterministic)
+            Attention(c, self.dtype, name="self_attention")(
+                h, h, self_bias, deterministic, decode=decode
+            )
         )
         if self.is_decoder:
             h = norm("cross_attention_norm")(x)
             attended = Attention(c, self.dtype, name="cross_attention")(
-                h, memory, cross_bias, deterministic
+                h, memory, cross_bias, deterministic, decode=decode, cross=True
             )
             x = x + drop(attended)
         h = norm("ff_norm")(x)
@@ -195,26 +223,42 @@ class Stack(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, embedded, mask, memory=None, memory_mask=None, deterministic=True):
+    def __call__(
+        self, embedded, mask, memory=None, memory_mask=None, deterministic=True, decode=False
+    ):
         c = self.config
         length = embedded.shape[1]
-        position = jnp.arange(length)
-        buckets = relative_position_bucket(
-            position[None, :] - position[:, None],  # key - query
-            bidirectional=not self.is_decoder,
-            num_buckets=c.relative_attention_num_buckets,
-            max_distance=c.relative_attention_max_distance,
-        )
         table = nn.Embed(
             c.relative_attention_num_buckets,
             c.num_heads,
             embedding_init=nn.initializers.normal(1.0),
             name="relative_attention_bias",
         )
-        position_bias = jnp.transpose(table(buckets), (2, 0, 1))[None].astype(jnp.float32)
-        keep = mask[:, None, None, :].astype(bool)
-        if self.is_decoder:
-            keep = keep & jnp.tril(jnp.ones((length, length), bool))[None, None]
+        bucket = lambda rel: relative_position_bucket(
+            rel,
+            bidirectional=not self.is_decoder,
+            num_buckets=c.relative_attention_num_buckets,
+            max_distance=c.relative_attention_max_distance,
+        )
+        primed = decode and self.has_variable("cache", "position")
+        if primed:
+            # One generated token at `position` attends to every cache slot up to itself.
+            position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+            slots = self.variable("cache", "slots", jnp.zeros, (0,), jnp.int32).value.shape[0]
+            keys = jnp.arange(slots)
+            rel = (keys - position.value)[None, :]  # [1 query, slots]
+            keep = (keys <= position.value)[None, None, None, :]
+            position.value = position.value + length
+        else:
+            if decode:  # the call that creates the cache: remember its length
+                self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+                self.variable("cache", "slots", jnp.zeros, (length,), jnp.int32)
+            positions = jnp.arange(length)
+            rel = positions[None, :] - positions[:, None]  # key - query
+            keep = mask[:, None, None, :].astype(bool)
+            if self.is_decoder:
+                keep = keep & jnp.tril(jnp.ones((length, length), bool))[None, None]
+        position_bias = jnp.transpose(table(bucket(rel)), (2, 0, 1))[None].astype(jnp.float32)
         # One bias for every layer: relative positions (first layer's table) plus the mask.
         self_bias = position_bias + mask_bias(keep)
         cross_bias = (
@@ -225,7 +269,7 @@ class Stack(nn.Module):
         layers = c.num_decoder_layers if self.is_decoder else c.num_layers
         for i in range(layers):
             x = Block(c, self.is_decoder, self.dtype, name=f"layer_{i}")(
-                x, self_bias, memory, cross_bias, deterministic
+                x, self_bias, memory, cross_bias, deterministic, decode
             )
         return drop(RMSNorm(c.layer_norm_epsilon, self.dtype, name="final_norm")(x))
 
@@ -269,7 +313,11 @@ class T5Model(nn.Module):
         memory_mask,
         decoder_attention_mask=None,
         deterministic=True,
+        decode=False,
     ):
+        """Decoder logits [batch, len, vocab]. `decode=True` uses and updates the "cache"
+        collection: the first such call (with [batch, max_len] ids) creates it, each later call
+        feeds one new token."""
         if decoder_attention_mask is None:
             decoder_attention_mask = jnp.ones_like(decoder_input_ids)
         h = self.decoder(
@@ -278,6 +326,7 @@ class T5Model(nn.Module):
             memory,
             memory_mask,
             deterministic=deterministic,
+            decode=decode,
         )
         if self.config.scale_decoder_outputs:
             h = h * (self.config.d_model**-0.5)
