@@ -1,4 +1,4 @@
-"""Compiled generation for encoder-decoder models (T5): greedy decoding with a KV cache.
+"""Compiled generation for encoder-decoder models (T5): greedy and beam search with a KV cache.
 
 The encoder runs once; the decoder's cache is created by one call over `max_new_tokens`
 positions (which also projects the encoder memory for cross-attention, once), then a
@@ -62,3 +62,157 @@ def trim(tokens, eos_id: int):
     ended = np.cumsum(tokens[:, 1:] == eos_id, axis=1) > 0  # [batch, steps]
     all_done = np.flatnonzero(ended.all(axis=0))
     return tokens if all_done.size == 0 else tokens[:, : all_done[0] + 2]
+
+
+def _gather(x, indices):
+    """x [batch, n, ...] -> x[b, indices[b, j], ...] for each b, j."""
+    expanded = indices.reshape(indices.shape + (1,) * (x.ndim - 2))
+    return jnp.take_along_axis(x, expanded, axis=1)
+
+
+@partial(
+    jax.jit,
+    static_argnames=("model", "max_new_tokens", "num_beams", "length_penalty", "early_stopping"),
+)
+def beam_search(
+    model: t5.T5Model,
+    params,
+    input_ids,
+    attention_mask,
+    max_new_tokens: int,
+    num_beams: int = 4,
+    length_penalty: float = 1.0,
+    early_stopping=False,
+):
+    """Beam search with the semantics of Hugging Face's `generate(num_beams=K)` (transformers 5).
+
+    Keeps 2K candidates per step; a candidate ending in EOS (or reaching the length limit) joins
+    the finished set with score logprob / length**length_penalty; `early_stopping` is True,
+    False or "never", as in HF. Returns token ids [batch, 1 + steps] of the best beam; columns
+    after the longest finished beam are cut by `trim_beams`.
+    """
+    c = model.config
+    batch, k = input_ids.shape[0], num_beams
+    max_length = 1 + max_new_tokens
+    neg = jnp.float32(-1.0e9)
+    variables = {"params": params}
+    memory = model.apply(variables, input_ids, attention_mask, method=t5.T5Model.encode)
+    memory = jnp.repeat(memory, k, axis=0)
+    memory_mask = jnp.repeat(attention_mask, k, axis=0)
+    _, created = model.apply(
+        variables,
+        jnp.zeros((batch * k, max_new_tokens), jnp.int32),
+        memory,
+        memory_mask,
+        decode=True,
+        method=t5.T5Model.decode,
+        mutable=["cache"],
+    )
+    # HF fills unused positions with `pad_token_id or eos_token_id`: EOS when pad is id 0 (T5).
+    fill = c.pad_token_id or c.eos_token_id
+    sequences = jnp.full((batch, k, max_length), fill, jnp.int32)
+    sequences = sequences.at[:, :, 0].set(c.decoder_start_token_id)
+    beam_indices = jnp.full((batch, k, max_new_tokens), -1, jnp.int32)
+    state = dict(
+        t=jnp.int32(1),
+        done=jnp.bool_(False),
+        cache=created["cache"],
+        running=sequences,
+        running_scores=jnp.zeros((batch, k)).at[:, 1:].set(neg),
+        running_beams=beam_indices,
+        finished=sequences,
+        finished_scores=jnp.full((batch, k), neg),
+        finished_beams=beam_indices,
+        is_finished=jnp.zeros((batch, k), bool),
+        improvable=jnp.ones((batch, 1), bool),
+    )
+    top_k_mask = jnp.arange(2 * k) < k
+    offsets = jnp.arange(batch)[:, None] * k
+
+    def step(s):
+        t = s["t"]
+        tokens = jax.lax.dynamic_slice_in_dim(s["running"], t - 1, 1, axis=2).reshape(batch * k, 1)
+        logits, updated = model.apply(
+            {"params": params, "cache": s["cache"]},
+            tokens,
+            memory,
+            memory_mask,
+            decode=True,
+            method=t5.T5Model.decode,
+            mutable=["cache"],
+        )
+        log_probs = jax.nn.log_softmax(logits[:, -1].astype(jnp.float32), axis=-1)
+        vocab = log_probs.shape[-1]
+        scores = log_probs.reshape(batch, k, vocab) + s["running_scores"][:, :, None]
+        top_scores, top_index = jax.lax.top_k(scores.reshape(batch, k * vocab), 2 * k)
+        top_beam, top_ids = top_index // vocab, top_index % vocab
+        top_seqs = _gather(s["running"], top_beam)
+        top_seqs = jax.lax.dynamic_update_slice_in_dim(top_seqs, top_ids[:, :, None], t, axis=2)
+        top_beams = _gather(s["running_beams"], top_beam)
+        top_beams = jax.lax.dynamic_update_slice_in_dim(
+            top_beams, (top_beam + offsets)[:, :, None], t - 1, axis=2
+        )
+        stop = (top_ids == c.eos_token_id) | (t + 1 >= max_length)
+
+        # Running beams for the next step: the best K candidates that did not stop.
+        running_scores = top_scores + stop * neg
+        keep = jax.lax.top_k(running_scores, k)[1]
+        running = _gather(top_seqs, keep)
+        running_scores = _gather(running_scores, keep)
+        running_beams = _gather(top_beams, keep)
+
+        # Finished beams: candidates among the top K that stopped, scored with the length penalty.
+        just_finished = stop & top_k_mask[None, :]
+        final = top_scores / (t.astype(jnp.float32) ** length_penalty)
+        if early_stopping is True:
+            final = final + jnp.all(s["is_finished"], -1, keepdims=True) * neg
+        final = final + (~s["improvable"]) * neg + (~just_finished) * neg
+        merged_scores = jnp.concatenate([s["finished_scores"], final], axis=1)
+        best = jax.lax.top_k(merged_scores, k)[1]
+        finished = _gather(jnp.concatenate([s["finished"], top_seqs], 1), best)
+        finished_scores = _gather(merged_scores, best)
+        finished_beams = _gather(jnp.concatenate([s["finished_beams"], top_beams], 1), best)
+        is_finished = _gather(jnp.concatenate([s["is_finished"], just_finished], 1), best)
+
+        # Reorder the decoder cache to follow the surviving beams.
+        source = jax.lax.dynamic_slice_in_dim(running_beams, t - 1, 1, axis=2).reshape(-1)
+        cache = jax.tree_util.tree_map(
+            lambda x: x[source] if x.ndim > 0 and x.shape[0] == batch * k else x, updated["cache"]
+        )
+
+        length = t + 1
+        if early_stopping == "never" and length_penalty > 0.0:
+            best_length = jnp.float32(max_length - 1)
+        else:
+            best_length = (length - 1).astype(jnp.float32)
+        best_running = running_scores[:, :1] / best_length**length_penalty
+        worst_finished = jnp.where(is_finished, jnp.min(finished_scores, 1, keepdims=True), neg)
+        improvable = s["improvable"] & jnp.any(best_running > worst_finished, -1, keepdims=True)
+        open_beams = ~(jnp.all(is_finished) & (early_stopping is True))
+        done = ~(jnp.any(improvable) & open_beams & ~jnp.all(stop))
+        return dict(
+            t=length,
+            done=done,
+            cache=cache,
+            running=running,
+            running_scores=running_scores,
+            running_beams=running_beams,
+            finished=finished,
+            finished_scores=finished_scores,
+            finished_beams=finished_beams,
+            is_finished=is_finished,
+            improvable=improvable,
+        )
+
+    state = jax.lax.while_loop(lambda s: ~s["done"] & (s["t"] < max_length), step, state)
+    # Like HF: the output is as long as the longest chosen beam.
+    generated = jnp.sum(state["finished_beams"][:, 0, :] >= 0, axis=-1)
+    return state["finished"][:, 0, :], jnp.max(generated)
+
+
+def trim_beams(result):
+    """(sequences, generated length) from `beam_search` -> numpy ids cut as HF cuts them."""
+    import numpy as np
+
+    sequences, generated = result
+    return np.asarray(sequences)[:, : 1 + int(generated)]

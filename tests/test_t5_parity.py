@@ -205,3 +205,48 @@ def test_cached_decoding_equals_full_decoding(tmp_path):
         )
         cache = variables["cache"]
         np.testing.assert_allclose(np.asarray(logits[:, 0]), np.asarray(full[:, t]), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "early_stopping, length_penalty", [(False, 1.0), (True, 0.6), ("never", 1.5)]
+)
+def test_beam_search_matches_hf(tmp_path, early_stopping, length_penalty):
+    import torch
+
+    from jaxft import generate
+
+    folder, hf_model = _save(tmp_path, "v1.1", decoder_layers=2)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in hf_model.named_parameters():
+            if "layer_norm" not in name:
+                p.normal_(0, 0.6)
+    hf_model.save_pretrained(folder)
+    ids, mask, _ = _inputs(2)
+    with torch.no_grad():
+        ref = hf_model.generate(
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            max_new_tokens=10,
+            do_sample=False,
+            num_beams=4,
+            length_penalty=length_penalty,
+            early_stopping=early_stopping,
+            decoder_start_token_id=0,
+            eos_token_id=1,
+            pad_token_id=0,
+        )
+    model, params = jaxft.from_pretrained(folder, head="seq2seq")
+    ours = generate.trim_beams(
+        generate.beam_search(
+            model,
+            params,
+            ids,
+            mask,
+            max_new_tokens=10,
+            num_beams=4,
+            length_penalty=length_penalty,
+            early_stopping=early_stopping,
+        )
+    )
+    np.testing.assert_array_equal(ours, ref.numpy())
