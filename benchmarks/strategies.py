@@ -94,13 +94,15 @@ def summarise(strategy: str, runs: list[dict]) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| strategy | test accuracy | trainable params | train samples/s | peak host MB | wall s |",
-        "|---|---|---|---|---|---|",
+        "| strategy | seeds | test accuracy (%) | trainable params | train samples/s | "
+        "peak host MB | wall s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         rate = f"{r['samples_per_s']:.0f}" if r["samples_per_s"] else "n/a (cached features)"
+        spread = f" ± {100 * r['accuracy_std']:.2f}" if r["seeds"] > 1 else ""
         lines.append(
-            f"| {r['strategy']} | {100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f} | "
+            f"| {r['strategy']} | {r['seeds']} | {100 * r['accuracy_mean']:.2f}{spread} | "
             f"{r['trainable']:,} ({r['trainable_pct']:.3g}%) | {rate} | {r['peak_host_mb']:.0f} | "
             f"{r['wall_s']:.0f} |"
         )
