@@ -139,6 +139,18 @@ def test_relative_position_buckets_match_hf():
         np.testing.assert_array_equal(np.asarray(ours), theirs.numpy())
 
 
+def _randomise(hf_model, folder):
+    """Large random weights (std 0.6) give varied generations, with an early EOS for v1.1."""
+    import torch
+
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in hf_model.named_parameters():
+            if "layer_norm" not in name:
+                p.normal_(0, 0.6)
+    hf_model.save_pretrained(folder)
+
+
 @pytest.mark.parametrize("version", sorted(VERSIONS))
 def test_greedy_generation_matches_hf(tmp_path, version):
     import torch
@@ -147,13 +159,7 @@ def test_greedy_generation_matches_hf(tmp_path, version):
 
     # HF's generation cache sizes itself by num_layers, so keep the decoder as deep here.
     folder, hf_model = _save(tmp_path, version, decoder_layers=2)
-    # Large random weights give varied sequences (and, for v1.1, an early EOS in row 0).
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in hf_model.named_parameters():
-            if "layer_norm" not in name:
-                p.normal_(0, 0.6)
-    hf_model.save_pretrained(folder)
+    _randomise(hf_model, folder)
     ids, mask, _ = _inputs(2)
     model, params = jaxft.from_pretrained(folder, head="seq2seq")
     with torch.no_grad():
@@ -216,12 +222,7 @@ def test_beam_search_matches_hf(tmp_path, early_stopping, length_penalty):
     from jaxft import generate
 
     folder, hf_model = _save(tmp_path, "v1.1", decoder_layers=2)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in hf_model.named_parameters():
-            if "layer_norm" not in name:
-                p.normal_(0, 0.6)
-    hf_model.save_pretrained(folder)
+    _randomise(hf_model, folder)
     ids, mask, _ = _inputs(2)
     with torch.no_grad():
         ref = hf_model.generate(
