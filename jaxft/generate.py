@@ -14,42 +14,57 @@ import jax.numpy as jnp
 from jaxft.models import t5
 
 
+def _prepare(model, params, input_ids, attention_mask, max_new_tokens: int, copies: int = 1):
+    """Encode once, repeat the memory `copies` times (beams), create the decoder cache.
+
+    Returns (memory, memory_mask, cache)."""
+    memory = model.apply({"params": params}, input_ids, attention_mask, method=t5.T5Model.encode)
+    memory = jnp.repeat(memory, copies, axis=0)
+    memory_mask = jnp.repeat(attention_mask, copies, axis=0)
+    _, created = model.apply(
+        {"params": params},
+        jnp.zeros((memory.shape[0], max_new_tokens), jnp.int32),
+        memory,
+        memory_mask,
+        decode=True,
+        method=t5.T5Model.decode,
+        mutable=["cache"],
+    )
+    return memory, memory_mask, created["cache"]
+
+
+def _decode_step(model, params, cache, tokens, memory, memory_mask):
+    """Logits of the last position for `tokens` [rows, 1], and the updated cache."""
+    logits, updated = model.apply(
+        {"params": params, "cache": cache},
+        tokens,
+        memory,
+        memory_mask,
+        decode=True,
+        method=t5.T5Model.decode,
+        mutable=["cache"],
+    )
+    return logits[:, -1], updated["cache"]
+
+
 @partial(jax.jit, static_argnums=(0, 4))
 def greedy(model: t5.T5Model, params, input_ids, attention_mask, max_new_tokens: int):
     """Token ids [batch, 1 + max_new_tokens]: the start token, then the argmax tokens; after a
     sequence's end-of-sequence token, padding (as Hugging Face's `generate`)."""
     c = model.config
     batch = input_ids.shape[0]
-    variables = {"params": params}
-    memory = model.apply(variables, input_ids, attention_mask, method=t5.T5Model.encode)
-    _, created = model.apply(
-        variables,
-        jnp.zeros((batch, max_new_tokens), jnp.int32),
-        memory,
-        attention_mask,
-        decode=True,
-        method=t5.T5Model.decode,
-        mutable=["cache"],
-    )
+    memory, memory_mask, cache = _prepare(model, params, input_ids, attention_mask, max_new_tokens)
     start = jnp.full((batch, 1), c.decoder_start_token_id, jnp.int32)
 
     def step(carry, _):
         token, cache, finished = carry
-        logits, updated = model.apply(
-            {"params": params, "cache": cache},
-            token,
-            memory,
-            attention_mask,
-            decode=True,
-            method=t5.T5Model.decode,
-            mutable=["cache"],
-        )
-        next_token = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
+        logits, cache = _decode_step(model, params, cache, token, memory, memory_mask)
+        next_token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         next_token = jnp.where(finished, c.pad_token_id, next_token)
         finished = finished | (next_token == c.eos_token_id)
-        return (next_token[:, None], updated["cache"], finished), next_token
+        return (next_token[:, None], cache, finished), next_token
 
-    carry = (start, created["cache"], jnp.zeros((batch,), bool))
+    carry = (start, cache, jnp.zeros((batch,), bool))
     _, tokens = jax.lax.scan(step, carry, None, length=max_new_tokens)
     return jnp.concatenate([start, tokens.T], axis=1)
 
@@ -95,18 +110,8 @@ def beam_search(
     batch, k = input_ids.shape[0], num_beams
     max_length = 1 + max_new_tokens
     neg = jnp.float32(-1.0e9)
-    variables = {"params": params}
-    memory = model.apply(variables, input_ids, attention_mask, method=t5.T5Model.encode)
-    memory = jnp.repeat(memory, k, axis=0)
-    memory_mask = jnp.repeat(attention_mask, k, axis=0)
-    _, created = model.apply(
-        variables,
-        jnp.zeros((batch * k, max_new_tokens), jnp.int32),
-        memory,
-        memory_mask,
-        decode=True,
-        method=t5.T5Model.decode,
-        mutable=["cache"],
+    memory, memory_mask, cache = _prepare(
+        model, params, input_ids, attention_mask, max_new_tokens, copies=k
     )
     # HF fills unused positions with `pad_token_id or eos_token_id`: EOS when pad is id 0 (T5).
     fill = c.pad_token_id or c.eos_token_id
@@ -116,7 +121,7 @@ def beam_search(
     state = dict(
         t=jnp.int32(1),
         done=jnp.bool_(False),
-        cache=created["cache"],
+        cache=cache,
         running=sequences,
         running_scores=jnp.zeros((batch, k)).at[:, 1:].set(neg),
         running_beams=beam_indices,
@@ -132,16 +137,8 @@ def beam_search(
     def step(s):
         t = s["t"]
         tokens = jax.lax.dynamic_slice_in_dim(s["running"], t - 1, 1, axis=2).reshape(batch * k, 1)
-        logits, updated = model.apply(
-            {"params": params, "cache": s["cache"]},
-            tokens,
-            memory,
-            memory_mask,
-            decode=True,
-            method=t5.T5Model.decode,
-            mutable=["cache"],
-        )
-        log_probs = jax.nn.log_softmax(logits[:, -1].astype(jnp.float32), axis=-1)
+        logits, updated = _decode_step(model, params, s["cache"], tokens, memory, memory_mask)
+        log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         vocab = log_probs.shape[-1]
         scores = log_probs.reshape(batch, k, vocab) + s["running_scores"][:, :, None]
         top_scores, top_index = jax.lax.top_k(scores.reshape(batch, k * vocab), 2 * k)
@@ -177,7 +174,7 @@ def beam_search(
         # Reorder the decoder cache to follow the surviving beams.
         source = jax.lax.dynamic_slice_in_dim(running_beams, t - 1, 1, axis=2).reshape(-1)
         cache = jax.tree_util.tree_map(
-            lambda x: x[source] if x.ndim > 0 and x.shape[0] == batch * k else x, updated["cache"]
+            lambda x: x[source] if x.ndim > 0 and x.shape[0] == batch * k else x, updated
         )
 
         length = t + 1
