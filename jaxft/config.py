@@ -19,24 +19,38 @@ from jaxft.errors import UserError, closest
 def defaults() -> ml_collections.ConfigDict:
     """Every key an experiment may set, with its default."""
     c = ml_collections.ConfigDict()
-    c.model = "all-MiniLM-L6-v2"  # built-in model name or a Hugging Face model folder
+    c.model = "all-MiniLM-L6-v2"  # built-in model, built-in architecture or an HF model folder
+    c.model_config = ml_collections.ConfigDict()  # config.json fields to override (any key)
+    c.random_init = False  # random weights from the model's config instead of its checkpoint
+    c.tokenizer = ""  # tokenizer folder or built-in name ("t5"); "" = the model folder's
     c.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
     c.seed = 0  # seeds init, dropout and data order
 
     c.task = ml_collections.ConfigDict()
-    c.task.kind = "classification"  # classification | regression
+    c.task.kind = "classification"  # classification | regression | seq2seq
     c.task.label_names = ()  # names in index order; () = dataset's, else sorted train labels
     c.task.pooling = "cls"  # cls (pooler over [CLS], as HF) | mean (masked mean of hidden states)
     c.task.head_dropout = -1.0  # dropout before the classifier; < 0 = the model config's
+    c.task.label_smoothing = 0.0  # seq2seq: share of target probability spread over the vocab
+    c.task.source_prefix = ""  # seq2seq: text put before every source, e.g. "summarize: "
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "rotten_tomatoes"  # a built-in dataset, or "files"
     c.data.files = ml_collections.ConfigDict({"train": "", "validation": "", "test": ""})
     c.data.text_column = "text"  # column of the (first) text, for source="files"
     c.data.text_pair_column = ""  # column of the second text of a pair; "" = single sentences
-    c.data.label_column = "label"  # column of the label
+    c.data.label_column = "label"  # column of the label (the target text for seq2seq)
     c.data.max_length = 128  # tokens per example after truncation (truncations are counted)
     c.data.buckets = ()  # padded lengths; () = powers of two from 16 up to max_length
+    c.data.max_target_length = 128  # seq2seq: target tokens after truncation (counted)
+    c.data.target_buckets = ()  # seq2seq: padded target lengths; () = as for buckets
+    c.data.max_train_examples = 0  # if > 0, train on the first N train examples only
+
+    c.generate = ml_collections.ConfigDict()
+    c.generate.num_beams = 1  # 1 = greedy; > 1 = beam search
+    c.generate.max_new_tokens = 128  # generated tokens per sequence, at most
+    c.generate.length_penalty = 1.0  # beam score = logprob / length**length_penalty
+    c.generate.early_stopping = False  # beam search stops once num_beams hypotheses finished
 
     c.strategy = peft.defaults()  # name and per-strategy settings: see jaxft/peft/__init__.py
 
@@ -60,6 +74,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.eval_every_epoch = True  # evaluate the validation split after every epoch
     c.train.eval_splits = ("validation", "test")  # splits scored at the end into eval.json
     c.train.max_steps = 0  # if > 0, stop after this many steps (smoke tests)
+    c.train.eval_examples = 0  # if > 0, score the first N examples of a split (generation)
     c.train.progress = True  # show a tqdm progress bar
     return c
 
@@ -82,9 +97,16 @@ def _unknown(key: str) -> UserError:
     )
 
 
+# Sections whose keys are free (they override a model's config.json, whose fields vary by family).
+OPEN_SECTIONS = ("model_config",)
+
+
 def _set(config, key: str, value):
     node = config
     parts = key.split(".")
+    if parts[0] in OPEN_SECTIONS and len(parts) == 2:
+        config[parts[0]][parts[1]] = value
+        return
     for part in parts[:-1]:
         if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
             raise _unknown(key)
@@ -135,6 +157,9 @@ def overlay(base, updates, prefix=""):
         key = f"{prefix}{k}"
         if k not in base:
             raise _unknown(key)
+        if key in OPEN_SECTIONS:
+            base[k] = ml_collections.ConfigDict(dict(v))
+            continue
         if isinstance(base[k], ml_collections.ConfigDict):
             if not isinstance(v, dict | ml_collections.ConfigDict):
                 raise UserError(f"config key {key!r} is a section; set its fields ({key}.…)")
@@ -167,9 +192,13 @@ def apply_overrides(config, overrides: list[tuple[str, str]]):
 
 def validate(config) -> None:
     c = config
-    if c.task.kind not in ("classification", "regression"):
-        raise UserError(f"task.kind={c.task.kind!r}; use classification or regression")
-    for key in ("train.batch_size", "train.epochs", "train.eval_batch_size", "data.max_length"):
+    if c.task.kind not in ("classification", "regression", "seq2seq"):
+        raise UserError(f"task.kind={c.task.kind!r}; use classification, regression or seq2seq")
+    if not 0.0 <= c.task.label_smoothing < 1.0:
+        raise UserError(f"task.label_smoothing must be in [0, 1); got {c.task.label_smoothing}")
+    positive = ("train.batch_size", "train.epochs", "train.eval_batch_size", "data.max_length")
+    positive += ("data.max_target_length", "generate.num_beams", "generate.max_new_tokens")
+    for key in positive:
         section, name = key.split(".")
         if int(c[section][name]) <= 0:
             raise UserError(f"{key} must be positive; got {c[section][name]}")

@@ -16,6 +16,43 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
+# Built-in architectures without weights (no T5 weights exist offline): for random-init runs.
+# The values are those of the published Hugging Face configs of the same names.
+_T5_COMMON = dict(
+    model_type="t5",
+    vocab_size=32128,
+    d_kv=64,
+    relative_attention_num_buckets=32,
+    relative_attention_max_distance=128,
+    dropout_rate=0.1,
+    layer_norm_epsilon=1e-6,
+    pad_token_id=0,
+    eos_token_id=1,
+    decoder_start_token_id=0,
+)
+ARCHITECTURES = {
+    "t5-small": dict(
+        _T5_COMMON,
+        d_model=512,
+        d_ff=2048,
+        num_layers=6,
+        num_decoder_layers=6,
+        num_heads=8,
+        feed_forward_proj="relu",
+        tie_word_embeddings=True,
+    ),
+    "t5-v1_1-small": dict(
+        _T5_COMMON,
+        d_model=512,
+        d_ff=1024,
+        num_layers=8,
+        num_decoder_layers=8,
+        num_heads=6,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+    ),
+}
+
 
 def flatten(params) -> dict:
     return traverse_util.flatten_dict(params, sep="/")
@@ -33,39 +70,72 @@ def resolve_dtype(dtype):
     return dtype
 
 
+def hf_config(name_or_path, overrides=None) -> dict:
+    """The Hugging Face config dict of a model folder, built-in model or built-in architecture,
+    with `overrides` (e.g. a smaller `d_model` for a random-init run) laid over it."""
+    if str(name_or_path) in ARCHITECTURES:
+        config = dict(ARCHITECTURES[str(name_or_path)])
+    else:
+        config = hf.read_config(assets.model_dir(str(name_or_path)))
+    return {**config, **dict(overrides or {})}
+
+
+def has_weights(name_or_path) -> bool:
+    return str(name_or_path) not in ARCHITECTURES
+
+
+def _head_config(head, hf_cfg, num_labels, pooling, head_dropout, default_dropout):
+    if head not in HEAD_KINDS:
+        raise UserError(f"unknown head {head!r}; choose from {list(HEAD_KINDS)} or None")
+    if num_labels is None:
+        num_labels = len(hf_cfg.get("id2label") or {}) or 2
+    dropout = hf_cfg.get("classifier_dropout") or default_dropout
+    return HeadConfig(
+        kind=head,
+        num_labels=int(num_labels),
+        pooling=pooling,
+        dropout=dropout if head_dropout is None else head_dropout,
+    )
+
+
 def build_model(
-    model_dir, head=None, num_labels=None, dtype="float32", pooling="cls", head_dropout=None
+    name_or_path,
+    head=None,
+    num_labels=None,
+    dtype="float32",
+    pooling="cls",
+    head_dropout=None,
+    config_overrides=None,
 ):
-    """The Flax module for a model folder, without weights."""
-    model_dir = assets.model_dir(str(model_dir))
-    hf_config = hf.read_config(model_dir)
-    model_type = hf_config.get("model_type")
+    """The Flax module for a model folder or built-in architecture, without weights.
+
+    T5 takes `head="seq2seq"` (encoder-decoder with its LM head), None (the encoder alone) or
+    "classification" (the encoder with a mean-pooled classification/regression head)."""
+    hf_cfg = hf_config(name_or_path, config_overrides)
+    model_type = hf_cfg.get("model_type")
     if model_type in t5.MODEL_TYPES:
-        if head not in (None, "seq2seq"):
-            raise UserError(f"T5 models take head=None (encoder only) or 'seq2seq'; got {head!r}")
-        config = t5.T5Config.from_hf_config(hf_config)
-        model = t5.T5Model(config, encoder_only=head is None, dtype=resolve_dtype(dtype))
-        return model, model_dir
+        config = t5.T5Config.from_hf_config(hf_cfg)
+        if head == "seq2seq":
+            return t5.T5Model(config, dtype=resolve_dtype(dtype))
+        head_config = None
+        if head is not None:
+            # T5 has no pooler: its encoder head always pools by the masked mean.
+            head_config = _head_config(
+                head, hf_cfg, num_labels, "mean", head_dropout, config.dropout_rate
+            )
+        return t5.T5Model(config, encoder_only=True, head=head_config, dtype=resolve_dtype(dtype))
     if model_type not in bert.MODEL_TYPES:
         raise UserError(
-            f"{model_dir}/config.json has model_type={model_type!r}; jaxft ports "
+            f"{name_or_path}: config.json has model_type={model_type!r}; jaxft ports "
             f"{sorted(bert.MODEL_TYPES) + list(t5.MODEL_TYPES)}"
         )
-    config = bert.BertConfig.from_hf_config(hf_config)
+    config = bert.BertConfig.from_hf_config(hf_cfg)
     head_config = None
     if head is not None:
-        if head not in HEAD_KINDS:
-            raise UserError(f"unknown head {head!r}; choose from {list(HEAD_KINDS)} or None")
-        if num_labels is None:
-            num_labels = len(hf_config.get("id2label") or {}) or 2
-        dropout = hf_config.get("classifier_dropout") or config.hidden_dropout_prob
-        head_config = HeadConfig(
-            kind=head,
-            num_labels=int(num_labels),
-            pooling=pooling,
-            dropout=dropout if head_dropout is None else head_dropout,
+        head_config = _head_config(
+            head, hf_cfg, num_labels, pooling, head_dropout, config.hidden_dropout_prob
         )
-    return bert.BertModel(config, head=head_config, dtype=resolve_dtype(dtype)), model_dir
+    return bert.BertModel(config, head=head_config, dtype=resolve_dtype(dtype))
 
 
 def init_params(model, rng, seq_len: int = 8):
@@ -79,6 +149,8 @@ def _checkpoint_names(model):
     """(name map, task prefix, backbone HF keys, ignored-key regexes) of a model family."""
     if isinstance(model, t5.T5Model):
         name_map = t5.hf_name_map(model.config, model.encoder_only)
+        if model.head is not None:
+            name_map.update(heads.hf_name_map(model.head))
         return name_map, None, set(), t5.IGNORED_HF_KEYS
     name_map = bert.hf_name_map(model.config)
     backbone_keys = {k for k, _ in name_map.values()}
@@ -88,7 +160,14 @@ def _checkpoint_names(model):
 
 
 def from_pretrained(
-    path, head=None, num_labels=None, dtype="float32", pooling="cls", head_dropout=None, rng=None
+    path,
+    head=None,
+    num_labels=None,
+    dtype="float32",
+    pooling="cls",
+    head_dropout=None,
+    rng=None,
+    config_overrides=None,
 ):
     """Load a Hugging Face BERT/RoBERTa/T5 folder (or a built-in name such as "all-MiniLM-L6-v2").
 
@@ -96,9 +175,16 @@ def from_pretrained(
     `num_labels` outputs (1 = regression); head weights come from the checkpoint when it has them
     with the right shape, else they are freshly initialised (and logged). `dtype` is the compute
     dtype; parameters are always float32. For T5, `head="seq2seq"` is the encoder-decoder with its
-    LM head and `head=None` the encoder alone.
+    LM head, `head=None` the encoder alone and `head="classification"` the encoder with a
+    mean-pooled head. `config_overrides` replaces config.json fields (e.g. dropout rates).
     """
-    model, model_dir = build_model(path, head, num_labels, dtype, pooling, head_dropout)
+    if not has_weights(path):
+        raise UserError(
+            f"{path!r} is a built-in architecture without weights (no pretrained T5 exists "
+            "offline): set random_init=True in the experiment, or give a checkpoint folder"
+        )
+    model = build_model(path, head, num_labels, dtype, pooling, head_dropout, config_overrides)
+    model_dir = assets.model_dir(str(path))
     rng = jax.random.key(0) if rng is None else rng
     template = flatten(init_params(model, rng))
     name_map, prefix, backbone_keys, ignored = _checkpoint_names(model)

@@ -11,9 +11,11 @@ Parameter paths:
     {encoder,decoder}/layer_{i}/ff/{wi_0,wi_1,wo}/kernel (v1.1, gated GELU)
     {encoder,decoder}/final_norm/scale
     lm_head/kernel                                     (untied heads only)
+    head/classifier/{kernel,bias}                      (encoder-only with a task head)
 
-No dense layer has a bias; norms are RMS norms computed in float32; attention logits are not
-scaled by 1/sqrt(d) (T5 folds that into its initialisation); softmax runs in float32.
+Random init follows Hugging Face's `T5PreTrainedModel` (factor 1.0), so random-init runs train as
+HF's would. No dense layer has a bias; norms are RMS norms computed in float32; attention logits
+are not scaled by 1/sqrt(d) (T5 folds that into its initialisation); softmax runs in float32.
 """
 
 import dataclasses
@@ -24,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxft.models import heads as heads_lib
 from jaxft.models.layers import Dense, Dtype, activation
 
 MODEL_TYPES = ("t5",)
@@ -133,8 +136,20 @@ class Attention(nn.Module):
     @nn.compact
     def __call__(self, x, kv, bias, deterministic, decode=False, cross=False):
         c = self.config
+        # Hugging Face's T5 init: q carries the 1/sqrt(d_kv) that T5 leaves out of attention.
+        stds = {
+            "q": (c.d_model * c.d_kv) ** -0.5,
+            "k": c.d_model**-0.5,
+            "v": c.d_model**-0.5,
+            "o": c.inner_dim**-0.5,
+        }
         dense = lambda size, n: Dense(
-            size, use_bias=False, dtype=self.dtype, lora_dropout=c.lora_dropout, name=n
+            size,
+            use_bias=False,
+            dtype=self.dtype,
+            lora_dropout=c.lora_dropout,
+            kernel_init=nn.initializers.normal(stds[n]),
+            name=n,
         )
         heads = lambda t: t.reshape(t.shape[:-1] + (c.num_heads, c.d_kv))
         q = heads(dense(c.inner_dim, "q")(x, deterministic))
@@ -174,7 +189,12 @@ class FeedForward(nn.Module):
     def __call__(self, x, deterministic):
         c = self.config
         dense = lambda size, n: Dense(
-            size, use_bias=False, dtype=self.dtype, lora_dropout=c.lora_dropout, name=n
+            size,
+            use_bias=False,
+            dtype=self.dtype,
+            lora_dropout=c.lora_dropout,
+            kernel_init=nn.initializers.normal((c.d_ff if n == "wo" else c.d_model) ** -0.5),
+            name=n,
         )
         act = activation(c.act)
         if c.gated:
@@ -231,7 +251,7 @@ class Stack(nn.Module):
         table = nn.Embed(
             c.relative_attention_num_buckets,
             c.num_heads,
-            embedding_init=nn.initializers.normal(1.0),
+            embedding_init=nn.initializers.normal(c.d_model**-0.5),
             name="relative_attention_bias",
         )
         bucket = lambda rel: relative_position_bucket(
@@ -290,16 +310,28 @@ class T5Model(nn.Module):
 
     config: T5Config
     encoder_only: bool = False
+    # Encoder-only models may carry a classification/regression head over the mean-pooled
+    # encoder output (T5 has no pooler).
+    head: heads_lib.HeadConfig | None = None
     dtype: Dtype = jnp.float32
 
     def setup(self):
         c = self.config
         self.shared = nn.Embed(c.vocab_size, c.d_model, embedding_init=nn.initializers.normal(1.0))
         self.encoder = Stack(c, is_decoder=False, dtype=self.dtype)
+        if self.head is not None:
+            if not self.encoder_only:
+                raise ValueError("a classification head needs encoder_only=True")
+            self.task_head = heads_lib.build(self.head, self.dtype, name="head")
         if not self.encoder_only:
             self.decoder = Stack(c, is_decoder=True, dtype=self.dtype)
             if not c.tie_word_embeddings:
-                self.lm_head = Dense(c.vocab_size, use_bias=False, dtype=self.dtype)
+                self.lm_head = Dense(
+                    c.vocab_size,
+                    use_bias=False,
+                    dtype=self.dtype,
+                    kernel_init=nn.initializers.normal(1.0),
+                )
 
     def encode(self, input_ids, attention_mask=None, deterministic=True):
         if attention_mask is None:
@@ -349,6 +381,10 @@ class T5Model(nn.Module):
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
         memory = self.encode(input_ids, attention_mask, deterministic)
+        if self.head is not None:
+            features = heads_lib.mean_pool(memory, attention_mask)
+            logits = self.task_head(features, deterministic)
+            return ModelOutput(last_hidden_state=memory.astype(jnp.float32), logits=logits)
         if self.encoder_only or decoder_input_ids is None:
             return ModelOutput(last_hidden_state=memory.astype(jnp.float32))
         logits = self.decode(
