@@ -31,7 +31,9 @@ def _split_overrides(extra: list[str]) -> list[tuple[str, str]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jaxft", description="Fine-tune BERT-family models in JAX.")
+    p = argparse.ArgumentParser(
+        prog="jaxft", description="Fine-tune BERT-family and T5 models in JAX."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser(
         "train", help="train an experiment file; extra --config.KEY=VALUE override it"
@@ -41,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a trained workdir")
     e.add_argument("--workdir", required=True)
     e.add_argument("--split", action="append", help="split(s) to score (default: test)")
-    r = sub.add_parser("predict", help="predict labels for texts with a trained workdir")
+    r = sub.add_parser(
+        "predict", help="predict labels (or generate text, seq2seq) with a trained workdir"
+    )
     r.add_argument("--workdir", required=True)
     r.add_argument("--input", help="a .jsonl file with 'text' (and optional 'text_pair') fields")
     r.add_argument("--json", action="store_true", help="print one JSON object per text")
@@ -94,6 +98,8 @@ def run(argv) -> int:
         for row in inference.predict(args.workdir, texts, pairs):
             if args.json:
                 print(json.dumps(row))
+            elif "generated" in row:
+                print(f"{row['generated']}\t{row['text']}")
             elif "value" in row:
                 print(f"{row['value']:.4f}\t{row['text']}")
             else:

@@ -213,3 +213,25 @@ def trim_beams(result):
 
     sequences, generated = result
     return np.asarray(sequences)[:, : 1 + int(generated)]
+
+
+def generate(model: t5.T5Model, params, input_ids, attention_mask, settings):
+    """Token ids (numpy, start token first, cut as Hugging Face cuts them) per `settings`, the
+    `generate` section of a config: greedy for num_beams=1, else beam search."""
+    if settings.num_beams == 1:
+        return trim(
+            greedy(model, params, input_ids, attention_mask, settings.max_new_tokens),
+            model.config.eos_token_id,
+        )
+    return trim_beams(
+        beam_search(
+            model,
+            params,
+            input_ids,
+            attention_mask,
+            max_new_tokens=settings.max_new_tokens,
+            num_beams=settings.num_beams,
+            length_penalty=settings.length_penalty,
+            early_stopping=settings.early_stopping,
+        )
+    )

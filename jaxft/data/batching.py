@@ -16,12 +16,15 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class Encoded:
-    """Token ids of one split (ragged: one array per example) and its targets."""
+    """Token ids of one split (ragged: one array per example) and its targets: class ids or
+    values in `labels`, or target token ids in `targets` (seq2seq)."""
 
     input_ids: list[np.ndarray]
     token_type_ids: list[np.ndarray]
-    labels: np.ndarray
+    labels: np.ndarray | None
     truncated: int
+    targets: list[np.ndarray] | None = None
+    target_truncated: int = 0
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -51,6 +54,28 @@ def tokenize(tokenizer, examples: Examples, labels: np.ndarray, max_length: int)
         token_type_ids=[np.asarray(x, np.int32) for x in types],
         labels=labels,
         truncated=truncated,
+    )
+
+
+def truncate(ids: list[int], limit: int) -> np.ndarray:
+    """At most `limit` ids, keeping the closing special token (EOS) that the tokenizer added."""
+    return np.asarray(ids if len(ids) <= limit else ids[: limit - 1] + ids[-1:], np.int32)
+
+
+def tokenize_seq2seq(
+    tokenizer, sources: list[str], targets: list[str], max_length: int, max_target_length: int
+) -> Encoded:
+    """Source and target token ids, each truncated to its maximum (truncations counted)."""
+    source = tokenizer(sources, return_attention_mask=False)["input_ids"]
+    target = tokenizer(targets, return_attention_mask=False)["input_ids"]
+    input_ids = [truncate(x, max_length) for x in source]
+    return Encoded(
+        input_ids=input_ids,
+        token_type_ids=[np.zeros_like(x) for x in input_ids],
+        labels=None,
+        truncated=sum(len(x) > max_length for x in source),
+        targets=[truncate(x, max_target_length) for x in target],
+        target_truncated=sum(len(x) > max_target_length for x in target),
     )
 
 
@@ -91,20 +116,35 @@ def batch_order(lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int, 
     return [chunks[i] for i in rng.permutation(len(chunks))]
 
 
-def make_batch(data: Encoded, indices, batch_size: int, lengths: list[int], pad_id: int):
-    """A padded numpy batch; rows past len(indices) are padding with weight 0."""
+IGNORE = -100  # label id the seq2seq loss skips (target padding), as in Hugging Face
+
+
+def make_batch(
+    data: Encoded, indices, batch_size: int, lengths: list[int], pad_id: int, target_lengths=None
+):
+    """A padded numpy batch; rows past len(indices) are padding with weight 0.
+
+    Seq2seq batches carry `labels` [batch, target bucket] with IGNORE past each target's end."""
     width = _bucket(max(len(data.input_ids[i]) for i in indices), lengths)
     ids = np.full((batch_size, width), pad_id, np.int32)
     types = np.zeros((batch_size, width), np.int32)
     mask = np.zeros((batch_size, width), np.int32)
-    labels = np.zeros((batch_size,), data.labels.dtype)
     weights = np.zeros((batch_size,), np.float32)
+    if data.targets is not None:
+        longest = max(len(data.targets[i]) for i in indices)
+        target_width = _bucket(longest, target_lengths) if target_lengths else longest
+        labels = np.full((batch_size, target_width), IGNORE, np.int32)
+    else:  # no labels at all when predicting
+        labels = np.zeros((batch_size,), np.int32 if data.labels is None else data.labels.dtype)
     for row, i in enumerate(indices):
         n = len(data.input_ids[i])
         ids[row, :n] = data.input_ids[i]
         types[row, :n] = data.token_type_ids[i]
         mask[row, :n] = 1
-        labels[row] = data.labels[i]
+        if data.targets is not None:
+            labels[row, : len(data.targets[i])] = data.targets[i]
+        elif data.labels is not None:
+            labels[row] = data.labels[i]
         weights[row] = 1.0
     return {
         "input_ids": ids,
@@ -115,10 +155,19 @@ def make_batch(data: Encoded, indices, batch_size: int, lengths: list[int], pad_
     }
 
 
-def batches(data: Encoded, batch_size, lengths, pad_id, shuffle=False, seed=0, epoch=0):
+def batches(
+    data: Encoded,
+    batch_size,
+    lengths,
+    pad_id,
+    shuffle=False,
+    seed=0,
+    epoch=0,
+    target_lengths=None,
+):
     """Yield (indices, batch) over one pass of `data`."""
     for indices in batch_order(data.lengths, batch_size, shuffle, seed, epoch):
-        yield indices, make_batch(data, indices, batch_size, lengths, pad_id)
+        yield indices, make_batch(data, indices, batch_size, lengths, pad_id, target_lengths)
 
 
 def padding_fraction(data: Encoded, batch_size, lengths, seed=0) -> float:

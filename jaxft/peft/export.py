@@ -5,6 +5,7 @@
   tokenizer files) that `transformers.AutoModelForSequenceClassification` loads.
 - `save_peft(params, model, base_dir, out, lora_cfg)`: `adapter_config.json` +
   `adapter_model.safetensors` (the head as `modules_to_save`) for `peft.PeftModel`.
+- `save_t5(params, model, hf_config, out)`: a merged `T5ForConditionalGeneration` folder.
 - `load_peft(params, adapter_dir)`: an adapter trained with HF PEFT -> LoRA leaves in jaxft params.
 """
 
@@ -95,6 +96,34 @@ def save_hf(params, model, base_dir, out, label_names=None) -> Path:
     for name in TOKENIZER_FILES:
         if (Path(base_dir) / name).is_file():
             shutil.copy(Path(base_dir) / name, out / name)
+    return out
+
+
+def save_t5(params, model, hf_config: dict, out, tokenizer_dir=None) -> Path:
+    """A `T5ForConditionalGeneration` folder of a seq2seq model's `params` (LoRA merged, IA³
+    folded): `config.json` (the run's config), `model.safetensors` and the tokenizer files."""
+    from jaxft.models import t5
+
+    if not isinstance(model, t5.T5Model) or model.encoder_only:
+        raise UserError("save_t5 exports T5 encoder-decoder models")
+    flat = paths.flatten(ia3.fold(lora.merge(params)))
+    names = t5.hf_name_map(model.config)
+    leftover = sorted(p for p in flat if p not in names)
+    if leftover:
+        raise UserError(
+            f"these parameters have no place in a plain Hugging Face T5: {leftover[:4]} ... "
+            "(adapters, prompts and prefixes cannot be merged); keep the jaxft workdir."
+        )
+    state = {names[p][0]: _to_hf(v, names[p][1]) for p, v in flat.items()}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config = dict(hf_config, architectures=["T5ForConditionalGeneration"])
+    config.setdefault("is_encoder_decoder", True)
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    for name in TOKENIZER_FILES:
+        if tokenizer_dir and (Path(tokenizer_dir) / name).is_file():
+            shutil.copy(Path(tokenizer_dir) / name, out / name)
     return out
 
 

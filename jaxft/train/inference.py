@@ -7,31 +7,41 @@ import jax
 import numpy as np
 
 from jaxft import config as config_lib
-from jaxft import peft
+from jaxft import models, peft
 from jaxft.data import batching, sources
 from jaxft.errors import UserError
-from jaxft.train import checkpoint, loop, step
+from jaxft.train import checkpoint, loop, seq2seq, step
+
+# Config fields that change parameter shapes or meaning (BERT family, then T5).
+STRUCTURAL_KEYS = (
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "d_model",
+    "d_kv",
+    "d_ff",
+    "num_layers",
+    "num_decoder_layers",
+    "num_heads",
+    "feed_forward_proj",
+    "tie_word_embeddings",
+)
 
 
-def check_base_model(workdir: Path, model_path) -> None:
+def check_base_model(workdir: Path, config) -> None:
     """Refuse to restore a checkpoint onto a base model other than the one it was trained on."""
-    from jaxft import assets
-    from jaxft.models import hf
+    from jaxft import models
 
     recorded = workdir / "base_model.json"
     if not recorded.is_file():
         return
     saved = json.loads(recorded.read_text())["config"]
-    current = hf.read_config(assets.model_dir(str(model_path)))
-    keys = (
-        "model_type",
-        "vocab_size",
-        "hidden_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "intermediate_size",
-        "max_position_embeddings",
-    )
+    current = models.hf_config(config.model, config.model_config.to_dict())
+    keys = STRUCTURAL_KEYS
     differ = [
         f"{k}: trained on {saved.get(k)!r}, now {current.get(k)!r}"
         for k in keys
@@ -39,7 +49,7 @@ def check_base_model(workdir: Path, model_path) -> None:
     ]
     if differ:
         raise UserError(
-            f"{workdir} was trained on another base model than {model_path}: "
+            f"{workdir} was trained on another base model than {config.model}: "
             + "; ".join(differ)
             + ". Point config.json's 'model' at the original base."
         )
@@ -57,26 +67,25 @@ def load_workdir(workdir):
             f"{workdir} has no config.json: is it the --workdir of a `jaxft train` run?"
         )
     config = config_lib.from_json_file(workdir / "config.json")
-    check_base_model(workdir, config.model)
+    check_base_model(workdir, config)
     label_names = list(config.task.label_names) or None
     needs_base = peft.names(config.strategy) != ["full"]
     model, base = loop.build_model(
         config, loop.num_outputs(config, label_names), load_weights=needs_base
     )
     if base is None:
-        base = jax.eval_shape(
-            lambda: model.init(jax.random.key(0), np.zeros((1, 8), np.int32))["params"]
-        )
+        base = jax.eval_shape(lambda: models.init_params(model, jax.random.key(0)))
     params, mask = peft.apply(base, config.strategy, loop.init_rngs(config.seed)[0])
     template, frozen = peft.paths.split(params, mask)
     _, trained = checkpoint.restore_params(workdir, template)
     model = loop.with_strategy(model, config.strategy)
-    return config, model, peft.paths.merge(trained, frozen), loop.load_tokenizer(config.model)
+    return config, model, peft.paths.merge(trained, frozen), loop.load_tokenizer(config)
 
 
 def evaluate(workdir, splits) -> dict:
     config, model, params, _ = load_workdir(workdir)
     exp = loop.prepare(config, splits=splits, load_weights=False)
+    exp.model = model  # with the strategy's options, as trained
     eval_step = jax.jit(step.make_eval_step(model))
     return {split: loop.score(exp, params, split, eval_step) for split in splits}
 
@@ -86,6 +95,8 @@ def predict(workdir, texts: list[str], text_pairs: list[str] | None = None) -> l
     config, model, params, tokenizer = load_workdir(workdir)
     if not texts:
         raise UserError("no text to predict: pass TEXT arguments or --input FILE.jsonl")
+    if config.task.kind == "seq2seq":
+        return seq2seq.predict(config, model, params, tokenizer, texts)
     examples = sources.Examples(text=list(texts), label=[0] * len(texts), text_pair=text_pairs)
     data = batching.tokenize(
         tokenizer, examples, np.zeros(len(texts), np.int32), config.data.max_length
@@ -139,6 +150,16 @@ def export(workdir, fmt: str, out) -> Path:
     from jaxft.peft import export as export_lib
 
     config, model, params, _ = load_workdir(workdir)
+    if config.task.kind == "seq2seq":
+        if fmt != "hf":
+            raise UserError("seq2seq runs export with --format hf (a T5ForConditionalGeneration)")
+        hf_config = models.hf_config(config.model, config.model_config.to_dict())
+        tokenizer_dir = (
+            assets.tokenizer_dir(config.tokenizer)
+            if config.tokenizer
+            else assets.model_dir(config.model)
+        )
+        return export_lib.save_t5(params, model, hf_config, out, tokenizer_dir)
     base_dir = assets.model_dir(config.model)
     if fmt == "hf":
         return export_lib.save_hf(params, model, base_dir, out, list(config.task.label_names))

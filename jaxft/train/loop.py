@@ -20,7 +20,8 @@ from jaxft import models, peft
 from jaxft.data import batching, sources, tasks
 from jaxft.errors import UserError
 from jaxft.metrics import classification as metrics_lib
-from jaxft.train import checkpoint, optim, step
+from jaxft.models import t5
+from jaxft.train import checkpoint, optim, seq2seq, step
 from jaxft.train import state as state_lib
 from jaxft.train.writer import MetricWriter
 
@@ -38,35 +39,66 @@ class Experiment:
     label_names: list[str] | None
     data: dict[str, batching.Encoded]
     buckets: list[int]
+    # Seq2seq only: padded target lengths, and each split's reference texts (for BLEU/ROUGE).
+    target_buckets: list[int] | None = None
+    references: dict[str, list[str]] | None = None
 
     @property
     def regression(self) -> bool:
         return self.config.task.kind == "regression"
 
+    @property
+    def seq2seq(self) -> bool:
+        return self.config.task.kind == "seq2seq"
 
-def load_tokenizer(model_path):
+
+def load_tokenizer(config):
+    """The run's tokenizer: `config.tokenizer` (a folder or built-in name), else the model's."""
     from transformers import AutoTokenizer
 
     from jaxft import assets
 
-    return AutoTokenizer.from_pretrained(str(assets.model_dir(str(model_path))))
+    if config.tokenizer:
+        folder = assets.tokenizer_dir(config.tokenizer)
+    elif not models.has_weights(config.model):
+        raise UserError(
+            f"{config.model!r} is a built-in architecture without tokenizer files: set the "
+            "config key `tokenizer` (e.g. tokenizer='t5', the real T5 vocabulary)"
+        )
+    else:
+        folder = assets.model_dir(str(config.model))
+    return AutoTokenizer.from_pretrained(str(folder))
 
 
 def build_model(config, num_labels, rng=None, load_weights=True):
+    """(model, params) for the config's task: pretrained weights, random ones when
+    `config.random_init`, or None when `load_weights=False` (a workdir restores them)."""
     kwargs = dict(
-        head="classification",
+        head="seq2seq" if config.task.kind == "seq2seq" else "classification",
         num_labels=num_labels,
         dtype=config.dtype,
         pooling=config.task.pooling,
         head_dropout=None if config.task.head_dropout < 0 else config.task.head_dropout,
+        config_overrides=config.model_config.to_dict(),
     )
-    if load_weights:
+    if config.task.kind == "seq2seq":
+        model_type = models.hf_config(config.model, kwargs["config_overrides"]).get("model_type")
+        if model_type not in t5.MODEL_TYPES:
+            raise UserError(
+                f"task.kind=seq2seq needs an encoder-decoder model (T5); {config.model!r} is a "
+                f"{model_type!r} encoder"
+            )
+    if load_weights and not config.random_init:
         return models.from_pretrained(config.model, rng=rng, **kwargs)
-    model, _ = models.build_model(config.model, **kwargs)
-    return model, None
+    model = models.build_model(config.model, **kwargs)
+    if not load_weights:
+        return model, None
+    return model, models.init_params(model, jax.random.key(config.seed) if rng is None else rng)
 
 
-def num_outputs(config, label_names) -> int:
+def num_outputs(config, label_names) -> int | None:
+    if config.task.kind == "seq2seq":
+        return None
     return 1 if config.task.kind == "regression" else len(label_names)
 
 
@@ -75,14 +107,17 @@ def prepare(config, splits=None, load_weights=True) -> Experiment:
     (with its pretrained weights unless `load_weights=False`, for restoring a workdir)."""
     config_lib.validate(config)
     raw, dataset_labels = sources.load(config.data)
+    if config.data.max_train_examples and "train" in raw:
+        raw["train"] = _first_examples(raw["train"], config.data.max_train_examples)
+    if config.task.kind == "seq2seq":
+        return _prepare_seq2seq(config, raw, splits, load_weights)
     label_names = tasks.label_names_for(
         config.task.kind, raw, config.task.label_names or dataset_labels
     )
-    tokenizer = load_tokenizer(config.model)
+    tokenizer = load_tokenizer(config)
     data = {}
     for split in splits or raw:
-        if split not in raw:
-            raise UserError(f"the data source has no {split!r} split (it has {sorted(raw)})")
+        _check_split(raw, split)
         labels = tasks.encode_labels(config.task.kind, split, raw[split], label_names)
         data[split] = batching.tokenize(tokenizer, raw[split], labels, config.data.max_length)
         if data[split].truncated:
@@ -100,6 +135,38 @@ def prepare(config, splits=None, load_weights=True) -> Experiment:
     return Experiment(config, model, params, tokenizer, label_names, data, buckets)
 
 
+def _first_examples(examples: sources.Examples, n: int) -> sources.Examples:
+    pair = examples.text_pair
+    return sources.Examples(examples.text[:n], examples.label[:n], pair and pair[:n])
+
+
+def _check_split(raw, split):
+    if split not in raw:
+        raise UserError(f"the data source has no {split!r} split (it has {sorted(raw)})")
+
+
+def _prepare_seq2seq(config, raw, splits, load_weights) -> Experiment:
+    tokenizer = load_tokenizer(config)
+    model, params = build_model(config, None, jax.random.key(config.seed), load_weights)
+    seq2seq.check_tokenizer(tokenizer, model.config, config.tokenizer or config.model)
+    data, references = {}, {}
+    for split in splits or raw:
+        _check_split(raw, split)
+        data[split], references[split] = seq2seq.prepare_split(split, raw[split], tokenizer, config)
+    d = config.data
+    return Experiment(
+        config,
+        model,
+        params,
+        tokenizer,
+        None,
+        data,
+        batching.bucket_lengths(d.max_length, d.buckets),
+        target_buckets=batching.bucket_lengths(d.max_target_length, d.target_buckets or d.buckets),
+        references=references,
+    )
+
+
 def all_logits(data, params, eval_step, batch_size, buckets, pad_id, num_outputs) -> np.ndarray:
     """`eval_step(params, batch)` [examples, num_outputs] for every example of `data`, in order
     (logits, or any per-example vector such as pooled features)."""
@@ -111,6 +178,8 @@ def all_logits(data, params, eval_step, batch_size, buckets, pad_id, num_outputs
 
 def score(exp: Experiment, params, split: str, eval_step) -> dict:
     """Metrics of `params` on one split (every example counted once; padding rows dropped)."""
+    if exp.seq2seq:
+        return seq2seq.score(exp, params, split, eval_step)
     data = exp.data[split]
     logits = all_logits(
         data,
@@ -145,12 +214,10 @@ def init_rngs(seed: int):
     return jax.random.split(jax.random.key(seed))
 
 
-def write_base_model(workdir: Path, model_path) -> None:
+def write_base_model(workdir: Path, config) -> None:
     """Record the base model's config, so a checkpoint is never restored onto another base."""
-    from jaxft import assets
-    from jaxft.models import hf
-
-    base = {"model": str(model_path), "config": hf.read_config(assets.model_dir(str(model_path)))}
+    hf_config = models.hf_config(config.model, config.model_config.to_dict())
+    base = {"model": str(config.model), "config": hf_config}
     (workdir / "base_model.json").write_text(json.dumps(base, indent=2, sort_keys=True))
 
 
@@ -163,7 +230,7 @@ def train_and_evaluate(config, workdir) -> dict:
         raise UserError("the data source has no 'train' split")
     cfg = resolved_config(exp)
     (workdir / "config.json").write_text(config_lib.to_json(cfg))
-    write_base_model(workdir, cfg.model)
+    write_base_model(workdir, cfg)
 
     rng_init, rng_dropout = init_rngs(cfg.seed)
     exp.model = with_strategy(exp.model, cfg.strategy)
@@ -180,6 +247,8 @@ def train_and_evaluate(config, workdir) -> dict:
         },
     )
     if peft.names(cfg.strategy) == ["features"]:
+        if exp.seq2seq:
+            raise UserError("the features strategy trains a classifier head; seq2seq has none")
         from jaxft.train import features
 
         return features.train_and_evaluate(exp, cfg, params, workdir, writer)
@@ -192,7 +261,10 @@ def train_and_evaluate(config, workdir) -> dict:
         total_steps = min(total_steps, cfg.train.max_steps)
     tx, lr_schedule = optim.make(cfg.optim, peft.paths.split(params, mask)[0], total_steps)
     state = state_lib.create(params, mask, tx, rng_dropout)
-    train_step = jax.jit(step.make_train_step(exp.model, tx, exp.regression), donate_argnums=0)
+    train_step = jax.jit(
+        step.make_train_step(exp.model, tx, exp.regression, cfg.task.label_smoothing),
+        donate_argnums=0,
+    )
     eval_step = jax.jit(step.make_eval_step(exp.model))
     pad = exp.tokenizer.pad_token_id or 0
     log.info(
@@ -208,7 +280,9 @@ def train_and_evaluate(config, workdir) -> dict:
     bar = tqdm(total=total_steps, disable=not cfg.train.progress, unit="step", dynamic_ncols=True)
     step_count = 0
     for epoch in range(cfg.train.epochs):
-        for indices, batch in batching.batches(train, bs, exp.buckets, pad, True, cfg.seed, epoch):
+        for indices, batch in batching.batches(
+            train, bs, exp.buckets, pad, True, cfg.seed, epoch, exp.target_buckets
+        ):
             state, metrics = train_step(state, batch)
             pending.append(metrics)  # device arrays: no host sync until the next log
             seen += len(indices)

@@ -4,7 +4,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxft.models import t5
 from jaxft.peft import paths
+
+
+def is_seq2seq(model) -> bool:
+    return isinstance(model, t5.T5Model) and not model.encoder_only
 
 
 def loss_fn(logits, labels, weights, regression: bool):
@@ -16,20 +21,65 @@ def loss_fn(logits, labels, weights, regression: bool):
     return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
+def token_losses(logits, labels, weights, label_smoothing: float = 0.0):
+    """(summed cross-entropy, number of target tokens) over the real target tokens of a batch:
+    labels of -100 (target padding) and rows of weight 0 (batch padding) are skipped. With label
+    smoothing the target puts `1 - eps` on the label and `eps / vocab` on every id, as torch's
+    `CrossEntropyLoss(label_smoothing=eps)`."""
+    valid = (labels >= 0) & (weights[:, None] > 0)
+    safe = jnp.where(valid, labels, 0)
+    logits = logits.astype(jnp.float32)
+    if label_smoothing:
+        targets = optax.smooth_labels(jax.nn.one_hot(safe, logits.shape[-1]), label_smoothing)
+        per_token = optax.softmax_cross_entropy(logits, targets)
+    else:
+        per_token = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
+    return jnp.sum(per_token * valid), jnp.sum(valid)
+
+
+def seq2seq_loss(logits, labels, weights, label_smoothing: float = 0.0):
+    """Mean cross-entropy per real target token (Hugging Face's T5 loss)."""
+    total, count = token_losses(logits, labels, weights, label_smoothing)
+    return total / jnp.maximum(count, 1)
+
+
 def forward(model, params, batch, deterministic, rng=None):
+    """The model's output on a batch. Seq2seq models are teacher-forced: the decoder reads the
+    labels shifted right behind the start token."""
+    rngs = None if rng is None else {"dropout": rng}
+    if isinstance(model, t5.T5Model):
+        extra = {}
+        if not model.encoder_only:
+            c = model.config
+            extra["decoder_input_ids"] = t5.shift_right(
+                batch["labels"], c.decoder_start_token_id, c.pad_token_id
+            )
+        return model.apply(
+            {"params": params},
+            batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            deterministic=deterministic,
+            rngs=rngs,
+            **extra,
+        )
     return model.apply(
         {"params": params},
         batch["input_ids"],
         attention_mask=batch["attention_mask"],
         token_type_ids=batch["token_type_ids"],
         deterministic=deterministic,
-        rngs=None if rng is None else {"dropout": rng},
+        rngs=rngs,
     )
 
 
-def make_train_step(model, tx, regression: bool):
+def make_train_step(model, tx, regression: bool = False, label_smoothing: float = 0.0):
+    """`train_step(state, batch) -> (state, {"loss", "grad_norm"})` for the model's task:
+    token cross-entropy for seq2seq models, else the classification or regression loss."""
+
     def compute_loss(trainable, frozen, batch, rng):
         out = forward(model, paths.merge(trainable, frozen), batch, deterministic=False, rng=rng)
+        if is_seq2seq(model):
+            return seq2seq_loss(out.logits, batch["labels"], batch["weights"], label_smoothing)
         return loss_fn(out.logits, batch["labels"], batch["weights"], regression)
 
     def train_step(state, batch):
@@ -45,7 +95,13 @@ def make_train_step(model, tx, regression: bool):
 
 
 def make_eval_step(model):
+    """`eval_step(params, batch)`: logits [batch, outputs] of a classifier or regressor, or for a
+    seq2seq model the teacher-forced (summed token loss, token count) of the batch."""
+
     def eval_step(params, batch):
-        return forward(model, params, batch, deterministic=True).logits
+        out = forward(model, params, batch, deterministic=True)
+        if is_seq2seq(model):
+            return token_losses(out.logits, batch["labels"], batch["weights"])
+        return out.logits
 
     return eval_step
