@@ -13,6 +13,7 @@ from pathlib import Path
 import ml_collections
 
 from jaxft import peft
+from jaxft.data import tasks
 from jaxft.errors import UserError, closest
 
 
@@ -72,6 +73,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.eval_batch_size = 128  # examples per eval step
     c.train.log_every = 50  # steps between loss logs (the only host syncs in the loop)
     c.train.eval_every_epoch = True  # evaluate the validation split after every epoch
+    c.train.eval_before = False  # also evaluate the validation split before the first step
     c.train.eval_splits = ("validation", "test")  # splits scored at the end into eval.json
     c.train.max_steps = 0  # if > 0, stop after this many steps (smoke tests)
     c.train.eval_examples = 0  # if > 0, score the first N examples of a split (generation)
@@ -192,8 +194,8 @@ def apply_overrides(config, overrides: list[tuple[str, str]]):
 
 def validate(config) -> None:
     c = config
-    if c.task.kind not in ("classification", "regression", "seq2seq"):
-        raise UserError(f"task.kind={c.task.kind!r}; use classification, regression or seq2seq")
+    if c.task.kind not in tasks.TASKS:
+        raise UserError(f"task.kind={c.task.kind!r}; use one of {', '.join(tasks.TASKS)}")
     if not 0.0 <= c.task.label_smoothing < 1.0:
         raise UserError(f"task.label_smoothing must be in [0, 1); got {c.task.label_smoothing}")
     positive = ("train.batch_size", "train.epochs", "train.eval_batch_size", "data.max_length")

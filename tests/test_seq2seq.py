@@ -283,3 +283,33 @@ def test_t5_encoder_classification_head_learns(sentiment_files, tmp_path):
     c.task.head_dropout = 0.0
     results = loop.train_and_evaluate(c, tmp_path)
     assert results["test"]["accuracy"] > 0.9
+
+
+def test_bfloat16_t5_stays_finite_and_close_to_float32():
+    import jax.numpy as jnp
+
+    from jaxft import models
+
+    fp32 = models.build_model("t5-small", head="seq2seq", config_overrides=TINY_T5)
+    bf16 = models.build_model(
+        "t5-small", head="seq2seq", dtype="bfloat16", config_overrides=TINY_T5
+    )
+    params = models.init_params(fp32, jax.random.key(0))
+    # Activations of 1e5 overflow float16 (max 65504: T5's known NaNs, checked below); bfloat16
+    # has float32's range, and norms, softmax and logits run in float32, so it stays finite.
+    params["shared"]["embedding"] = params["shared"]["embedding"] * 1e5
+    rng = np.random.default_rng(0)
+    batch = {
+        "input_ids": rng.integers(2, 32000, (2, 12)).astype(np.int32),
+        "attention_mask": np.ones((2, 12), np.int32),
+        "labels": rng.integers(2, 32000, (2, 7)).astype(np.int32),
+        "weights": np.ones(2, np.float32),
+    }
+    out32 = step.forward(fp32, params, batch, deterministic=True).logits
+    out16 = step.forward(bf16, params, batch, deterministic=True).logits
+    assert out16.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out16)))
+    loss32 = step.seq2seq_loss(out32, batch["labels"], batch["weights"])
+    loss16 = step.seq2seq_loss(out16, batch["labels"], batch["weights"])
+    assert float(loss16) == pytest.approx(float(loss32), rel=0.05)
+    fp16 = models.build_model("t5-small", head="seq2seq", dtype="float16", config_overrides=TINY_T5)
+    assert not bool(jnp.all(jnp.isfinite(step.forward(fp16, params, batch, True).logits)))

@@ -5,7 +5,7 @@ import numpy as np
 from jaxft.data.sources import Examples
 from jaxft.errors import UserError
 
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "seq2seq")  # seq2seq labels are target texts
 
 
 def label_names_for(task: str, splits: dict[str, Examples], given) -> list[str] | None:

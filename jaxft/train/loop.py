@@ -276,6 +276,11 @@ def train_and_evaluate(config, workdir) -> dict:
         100 * batching.padding_fraction(train, bs, exp.buckets, cfg.seed),
     )
 
+    if cfg.train.eval_before and "validation" in exp.data:
+        result = score(exp, state.params, "validation", eval_step)
+        writer.write(0, "validation", dict(result, epoch=-1))
+        log.info("before training: validation %s", _fmt(result))
+
     pending, seen, t_log = [], 0, time.perf_counter()
     bar = tqdm(total=total_steps, disable=not cfg.train.progress, unit="step", dynamic_ncols=True)
     step_count = 0
