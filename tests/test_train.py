@@ -98,6 +98,16 @@ def test_a_checkpoint_that_does_not_fit_the_config_is_a_clear_error(trained, tmp
     assert "does not fit the model" in err and "Traceback" not in err
 
 
+def test_training_into_a_finished_workdir_is_refused_up_front(trained, capsys):
+    config = json.loads((trained / "config.json").read_text())
+    code = cli.main(
+        ["train", "experiments/rotten_tomatoes.py", "--workdir", str(trained)]
+        + [f"--config.model={config['model']}"]
+    )
+    assert code == 2
+    assert "already holds a trained checkpoint" in capsys.readouterr().err
+
+
 def _run_cli(*args):
     return subprocess.run(
         [sys.executable, "-m", "jaxft", *args], capture_output=True, text=True, timeout=300

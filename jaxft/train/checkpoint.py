@@ -21,6 +21,11 @@ def manager(workdir, max_to_keep: int = 1) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(directory, options=options)
 
 
+def has_checkpoint(workdir) -> bool:
+    directory = Path(workdir) / "checkpoints"
+    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
 def save_params(workdir, step: int, params) -> None:
     with manager(workdir) as mgr:
         mgr.save(int(step), args=ocp.args.StandardSave(params), force=True)

@@ -224,6 +224,12 @@ def write_base_model(workdir: Path, config) -> None:
 def train_and_evaluate(config, workdir) -> dict:
     """Train per `config`, evaluate, and write the workdir contract. Returns eval.json's dict."""
     workdir = Path(workdir)
+    if checkpoint.has_checkpoint(workdir):
+        # Found before any work, not when saving after the whole run.
+        raise UserError(
+            f"{workdir} already holds a trained checkpoint; train into a new --workdir "
+            "(or delete that one)"
+        )
     workdir.mkdir(parents=True, exist_ok=True)
     exp = prepare(config)
     if "train" not in exp.data:
