@@ -85,6 +85,12 @@ def _gather(x, indices):
     return jnp.take_along_axis(x, expanded, axis=1)
 
 
+def _follows_beams(path, x, rows: int) -> bool:
+    """Whether a cache leaf is per beam and must follow the surviving beams."""
+    name = getattr(path[-1], "key", "")
+    return x.ndim > 0 and x.shape[0] == rows and name not in ("cross_key", "cross_value")
+
+
 @partial(
     jax.jit,
     static_argnames=("model", "max_new_tokens", "num_beams", "length_penalty", "early_stopping"),
@@ -173,8 +179,10 @@ def beam_search(
 
         # Reorder the decoder cache to follow the surviving beams.
         source = jax.lax.dynamic_slice_in_dim(running_beams, t - 1, 1, axis=2).reshape(-1)
-        cache = jax.tree_util.tree_map(
-            lambda x: x[source] if x.ndim > 0 and x.shape[0] == batch * k else x, updated
+        # Beams only move within their own input, whose cross-attention keys and values every
+        # beam shares: reordering those would copy them for nothing (~10% of a step).
+        cache = jax.tree_util.tree_map_with_path(
+            lambda path, x: x[source] if _follows_beams(path, x, batch * k) else x, updated
         )
 
         length = t + 1
