@@ -16,23 +16,23 @@ speedup = HF ms / jaxft ms (= jaxft tok/s / HF tok/s). Writes
     python benchmarks/generate_speed.py --size tiny     # a quick check (~20 s)
     python benchmarks/generate_speed.py --batches 1,8 --beam_batch 0 --repeats 3
 
-Latest figures (`--threads 1`, ~2.5 minutes; 2-core AMD EPYC shared with another job that
-held about one core throughout; t5-small shape, source 64, 64 new tokens, float32; all output
-ids equal to HF's; see benchmarks/results/generate_speed.md):
+Latest figures (default threads, 1.6 minutes, on the 2-core AMD EPYC with no other load;
+t5-small shape, source 64, 64 new tokens, float32; all output ids equal to HF's; see
+benchmarks/results/generate_speed.md):
 
     | scenario         | jaxft ms | HF ms | jaxft tok/s | HF tok/s | speedup | compile s |
     |------------------|----------|-------|-------------|----------|---------|-----------|
-    | greedy, batch 1  |      390 |   835 |         164 |       77 |   2.14x |       2.1 |
-    | greedy, batch 8  |     1223 |  1742 |         419 |      294 |   1.42x |       1.6 |
-    | greedy, batch 32 |     3282 |  3970 |         624 |      516 |   1.21x |       2.1 |
-    | beam 4, batch 8  |     3697 |  3815 |         138 |      134 |   1.03x |       2.3 |
+    | greedy, batch 1  |      333 |   839 |         192 |       76 |   2.52x |       1.4 |
+    | greedy, batch 8  |      746 |  1428 |         687 |      359 |   1.91x |       1.1 |
+    | greedy, batch 32 |     1923 |  2962 |        1065 |      691 |   1.54x |       1.3 |
+    | beam 4, batch 8  |     2012 |  2698 |         254 |      190 |   1.34x |       1.6 |
 
 jaxft's lead is per-step overhead (one compiled scan against a Python loop of eager torch ops
 per token) and an encoder about twice as fast; at batch 32 both decoders are compute-bound.
 With the default threads on a busy machine torch's OpenMP workers wait for each other at every
 op and HF ran 5-30x slower than alone, so those ratios say nothing about the libraries: use
-`--threads 1` there. (On the machine briefly quiet, default threads: about 2.7x at batch 1,
-1.0x at batch 8.)
+`--threads 1` there (on a machine with one core busy elsewhere it gave 2.14x, 1.42x, 1.21x
+and, before beam search stopped reordering the shared cross-attention cache, 1.03x).
 
 Needs torch and transformers (`pip install -e .[test]`).
 """

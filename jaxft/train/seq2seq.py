@@ -44,7 +44,8 @@ def prepare_split(split: str, examples: Examples, tokenizer, config):
         i for i, (s, t) in enumerate(zip(sources, targets, strict=True)) if s.strip() and t.strip()
     ]
     if len(keep) < len(sources):
-        dropped = [i for i in range(len(sources)) if i not in set(keep)]
+        kept = set(keep)
+        dropped = [i for i in range(len(sources)) if i not in kept]
         log.warning(
             "%s: dropped %d of %d examples with an empty source or target (rows %s%s)",
             split,
