@@ -80,7 +80,11 @@ def run(argv) -> int:
         stem = Path(args.experiment.partition(":")[0]).stem
         arg = args.experiment.partition(":")[2]
         workdir = args.workdir or f"runs/{stem}{'-' + arg if arg else ''}"
-        results = loop.train_and_evaluate(config, workdir)
+        try:
+            results = loop.train_and_evaluate(config, workdir)
+        except loop.Preempted as e:
+            print(f"jaxft: {e}; rerun the same command to resume")
+            return 0
         for split, result in results.items():
             print(f"{split}: " + " ".join(f"{k}={v:.4f}" for k, v in result.items()))
         print(f"workdir: {workdir}")

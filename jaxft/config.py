@@ -69,6 +69,7 @@ def defaults() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32  # examples per optimizer step
+    c.train.grad_accum_steps = 1  # micro-batches per step (batch_size must divide by it)
     c.train.epochs = 3  # passes over the train split
     c.train.eval_batch_size = 128  # examples per eval step
     c.train.log_every = 50  # steps between loss logs (the only host syncs in the loop)
@@ -78,6 +79,8 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.max_steps = 0  # if > 0, stop after this many steps (smoke tests)
     c.train.eval_examples = 0  # if > 0, score the first N examples of a split (generation)
     c.train.progress = True  # show a tqdm progress bar
+    c.train.checkpoint_every = 200  # steps between resumable checkpoints (0 = only on SIGTERM)
+    c.train.allow_config_change = False  # resume a workdir even if the settings changed
     return c
 
 
@@ -90,6 +93,17 @@ def flat_keys(config, prefix="") -> list[str]:
         else:
             keys.append(name)
     return keys
+
+
+def flat_items(tree: dict, prefix: str = "") -> dict:
+    """{"a.b": value} for every leaf of a nested dict (tuples and lists compared as lists)."""
+    items = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            items.update(flat_items(v, f"{prefix}{k}."))
+        else:
+            items[f"{prefix}{k}"] = list(v) if isinstance(v, tuple | list) else v
+    return items
 
 
 def _unknown(key: str) -> UserError:
@@ -204,6 +218,12 @@ def validate(config) -> None:
         section, name = key.split(".")
         if int(c[section][name]) <= 0:
             raise UserError(f"{key} must be positive; got {c[section][name]}")
+    accum = c.train.grad_accum_steps
+    if accum < 1 or c.train.batch_size % accum:
+        raise UserError(
+            f"train.batch_size={c.train.batch_size} must split into train.grad_accum_steps="
+            f"{accum} equal micro-batches; pick a divisor of the batch size"
+        )
     if c.optim.lr <= 0:
         raise UserError(f"optim.lr must be positive; got {c.optim.lr}")
 

@@ -105,7 +105,7 @@ def test_training_into_a_finished_workdir_is_refused_up_front(trained, capsys):
         + [f"--config.model={config['model']}"]
     )
     assert code == 2
-    assert "already holds a trained checkpoint" in capsys.readouterr().err
+    assert "already holds a finished run" in capsys.readouterr().err
 
 
 def _run_cli(*args):

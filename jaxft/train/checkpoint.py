@@ -1,7 +1,10 @@
-"""Orbax checkpoints of trained parameters under `<workdir>/checkpoints/<step>/`.
+"""Orbax checkpoints in a workdir.
 
-This stage saves the params after training so `jaxft eval` and `jaxft predict` work from a
-workdir; resume, preemption and sharded restore build on the same manager.
+- `checkpoints/<step>/`: the trained parameters at the end of a run (what `jaxft eval`,
+  `predict` and `export` restore).
+- `train_state/<step>/`: resumable training state every `train.checkpoint_every` steps and on
+  preemption (SIGTERM): trained leaves, optimizer state and step, with the resolved config. A
+  rerun of the same command resumes from the latest one that reads back.
 """
 
 import logging
@@ -19,6 +22,56 @@ def manager(workdir, max_to_keep: int = 1) -> ocp.CheckpointManager:
     directory = Path(workdir).absolute() / "checkpoints"
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
     return ocp.CheckpointManager(directory, options=options)
+
+
+STATE_DIR = "train_state"
+
+
+def state_manager(workdir, max_to_keep: int = 2) -> ocp.CheckpointManager:
+    directory = Path(workdir).absolute() / STATE_DIR
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    return ocp.CheckpointManager(directory, options=options)
+
+
+def _resumable(state) -> dict:
+    """The part of a TrainState a resume needs: frozen leaves and the dropout key are rebuilt
+    from the base model, the strategy and the seed."""
+    return {"step": state.step, "trainable": state.trainable, "opt_state": state.opt_state}
+
+
+def save_state(mgr: ocp.CheckpointManager, state, meta: dict) -> None:
+    """Save asynchronously: orbax copies the arrays off the device before returning, so the
+    next (donating) step cannot overwrite what is being written."""
+    mgr.save(
+        int(meta["step"]),
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(_resumable(state)), meta=ocp.args.JsonSave(meta)
+        ),
+        force=True,
+    )
+
+
+def restore_state(mgr: ocp.CheckpointManager, state):
+    """(state with the latest readable checkpoint's leaves, its meta), or (state, None) when
+    there is none. An unreadable (truncated, corrupted) checkpoint is skipped with a warning and
+    the one before it is used."""
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _resumable(state))
+    for step in sorted(mgr.all_steps(), reverse=True):
+        try:
+            restored = mgr.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+                ),
+            )
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: fall back to the last
+            log.warning(
+                "skipping unreadable checkpoint %s/%d: %s", mgr.directory, step, str(e)[:200]
+            )
+            mgr.delete(step)  # the resumed run will write this step again
+            continue
+        return state.replace(**restored.state), restored.meta
+    return state, None
 
 
 def has_checkpoint(workdir) -> bool:

@@ -5,9 +5,11 @@ experiment config -> data (tokenized, bucketed) -> model + params -> strategy ma
 checkpoints/).
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
+import signal
 import time
 from pathlib import Path
 
@@ -227,7 +229,7 @@ def train_and_evaluate(config, workdir) -> dict:
     if checkpoint.has_checkpoint(workdir):
         # Found before any work, not when saving after the whole run.
         raise UserError(
-            f"{workdir} already holds a trained checkpoint; train into a new --workdir "
+            f"{workdir} already holds a finished run; train into a new --workdir "
             "(or delete that one)"
         )
     workdir.mkdir(parents=True, exist_ok=True)
@@ -268,7 +270,13 @@ def train_and_evaluate(config, workdir) -> dict:
     tx, lr_schedule = optim.make(cfg.optim, peft.paths.split(params, mask)[0], total_steps)
     state = state_lib.create(params, mask, tx, rng_dropout)
     train_step = jax.jit(
-        step.make_train_step(exp.model, tx, exp.regression, cfg.task.label_smoothing),
+        step.make_train_step(
+            exp.model,
+            tx,
+            exp.regression,
+            cfg.task.label_smoothing,
+            accum_steps=cfg.train.grad_accum_steps,
+        ),
         donate_argnums=0,
     )
     eval_step = jax.jit(step.make_eval_step(exp.model))
@@ -282,46 +290,76 @@ def train_and_evaluate(config, workdir) -> dict:
         100 * batching.padding_fraction(train, bs, exp.buckets, cfg.seed),
     )
 
-    if cfg.train.eval_before and "validation" in exp.data:
+    state_mgr = checkpoint.state_manager(workdir)
+    state, meta = checkpoint.restore_state(state_mgr, state)
+    start_step = 0
+    if meta is not None:
+        check_resume_config(meta["config"], cfg)
+        start_step = int(meta["step"])
+        writer.drop_after(start_step)
+        log.info("resuming from %s/%d", state_mgr.directory, start_step)
+    elif cfg.train.eval_before and "validation" in exp.data:
         result = score(exp, state.params, "validation", eval_step)
         writer.write(0, "validation", dict(result, epoch=-1))
         log.info("before training: validation %s", _fmt(result))
 
+    def save(step_count):
+        checkpoint.save_state(state_mgr, state, {"step": step_count, "config": cfg.to_dict()})
+
     pending, seen, t_log = [], 0, time.perf_counter()
     bar = tqdm(total=total_steps, disable=not cfg.train.progress, unit="step", dynamic_ncols=True)
-    step_count = 0
-    for epoch in range(cfg.train.epochs):
-        for indices, batch in batching.batches(
-            train, bs, exp.buckets, pad, True, cfg.seed, epoch, exp.target_buckets
-        ):
-            state, metrics = train_step(state, batch)
-            pending.append(metrics)  # device arrays: no host sync until the next log
-            seen += len(indices)
-            step_count += 1
-            bar.update(1)
-            if step_count % cfg.train.log_every == 0 or step_count == total_steps:
-                fetched = jax.device_get(pending)
-                elapsed = time.perf_counter() - t_log
-                record = {
-                    "loss": float(np.mean([m["loss"] for m in fetched])),
-                    "grad_norm": float(np.mean([m["grad_norm"] for m in fetched])),
-                    "lr": float(lr_schedule(step_count - 1)),
-                    "samples_per_s": seen / elapsed,
-                    "epoch": epoch,
-                }
-                writer.write(step_count, "train", record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{seen / elapsed:.0f}")
-                pending, seen, t_log = [], 0, time.perf_counter()
+    bar.update(start_step)
+    step_count = start_step
+    with preemption_notice() as preempted:
+        for epoch in range(start_step // steps_per_epoch, cfg.train.epochs):
+            done_in_epoch = step_count - epoch * steps_per_epoch  # batches a resume skips
+            for k, (indices, batch) in enumerate(
+                batching.batches(
+                    train, bs, exp.buckets, pad, True, cfg.seed, epoch, exp.target_buckets
+                )
+            ):
+                if k < done_in_epoch:
+                    continue
+                state, metrics = train_step(state, batch)
+                pending.append(metrics)  # device arrays: no host sync until the next log
+                seen += len(indices)
+                step_count += 1
+                bar.update(1)
+                if step_count % cfg.train.log_every == 0 or step_count == total_steps:
+                    fetched = jax.device_get(pending)
+                    elapsed = time.perf_counter() - t_log
+                    record = {
+                        "loss": float(np.mean([m["loss"] for m in fetched])),
+                        "grad_norm": float(np.mean([m["grad_norm"] for m in fetched])),
+                        "lr": float(lr_schedule(step_count - 1)),
+                        "samples_per_s": seen / elapsed,
+                        "epoch": epoch,
+                    }
+                    writer.write(step_count, "train", record)
+                    check_finite(fetched, step_count - len(fetched) + 1, cfg)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{seen / elapsed:.0f}")
+                    pending, seen, t_log = [], 0, time.perf_counter()
+                every = cfg.train.checkpoint_every
+                periodic = bool(every) and step_count % every == 0
+                if periodic and step_count < total_steps:
+                    save(step_count)
+                if preempted() and step_count < total_steps:
+                    if not periodic:
+                        save(step_count)
+                    state_mgr.wait_until_finished()
+                    writer.close()
+                    raise Preempted(step_count, workdir)
+                if step_count >= total_steps:
+                    break
+            if cfg.train.eval_every_epoch and "validation" in exp.data:
+                result = score(exp, state.params, "validation", eval_step)
+                writer.write(step_count, "validation", dict(result, epoch=epoch))
+                bar.write(f"epoch {epoch + 1}: validation " + _fmt(result))
+                t_log = time.perf_counter()  # keep eval time out of samples/s
             if step_count >= total_steps:
                 break
-        if cfg.train.eval_every_epoch and "validation" in exp.data:
-            result = score(exp, state.params, "validation", eval_step)
-            writer.write(step_count, "validation", dict(result, epoch=epoch))
-            bar.write(f"epoch {epoch + 1}: validation " + _fmt(result))
-            t_log = time.perf_counter()  # keep eval time out of samples/s
-        if step_count >= total_steps:
-            break
     bar.close()
+    state_mgr.wait_until_finished()
 
     # Only the trained leaves are saved; the rest is rebuilt from the base model and strategy.
     checkpoint.save_params(workdir, step_count, state.trainable)
@@ -332,6 +370,67 @@ def train_and_evaluate(config, workdir) -> dict:
         if split in exp.data
     }
     return finish(workdir, writer, step_count, results)
+
+
+class Preempted(Exception):  # noqa: N818 - a signal, not an error
+    """Raised after a SIGTERM: the state was saved and the same command resumes the run."""
+
+    def __init__(self, step: int, workdir):
+        super().__init__(f"preempted at step {step}: state saved in {workdir}/train_state")
+        self.step = step
+
+
+@contextlib.contextmanager
+def preemption_notice():
+    """Turn SIGTERM (a preemption notice) into a flag the loop checks after every step, so the
+    run saves its state and exits instead of dying mid-step. Yields `preempted() -> bool`."""
+    received = []
+    handler = lambda signum, frame: received.append(signum)  # noqa: E731
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: no notice can be received here
+        yield lambda: False
+        return
+    try:
+        yield lambda: bool(received)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# Settings that may change between a run and its resume without changing what it computes.
+RESUME_FREE_KEYS = ("train.progress", "train.allow_config_change")
+
+
+def check_resume_config(saved: dict, cfg) -> None:
+    """A resume must continue the same run: any other setting change is an error, unless
+    `train.allow_config_change` says it is meant."""
+    if cfg.train.allow_config_change:
+        return
+    old = config_lib.flat_items(saved)
+    new = config_lib.flat_items(cfg.to_dict())
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    changed = [k for k in changed if k not in RESUME_FREE_KEYS]
+    if changed:
+        details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
+        raise UserError(
+            f"the workdir's checkpoint was trained with other settings ({details}). Rerun with "
+            "the original settings to resume, use a new --workdir, or pass "
+            "--config.train.allow_config_change=true to resume with the new ones."
+        )
+
+
+def check_finite(fetched: list[dict], first_step: int, cfg) -> None:
+    """Stop at the first logged step whose loss or gradient norm is not finite: every later
+    update would be garbage. Checked when metrics are fetched, so it costs no extra host sync."""
+    for offset, metrics in enumerate(fetched):
+        if not (np.isfinite(metrics["loss"]) and np.isfinite(metrics["grad_norm"])):
+            raise UserError(
+                f"non-finite loss or gradient at step {first_step + offset} "
+                f"(loss={float(metrics['loss'])}, grad_norm={float(metrics['grad_norm'])}); "
+                f"nothing was saved from this run. Lower optim.lr (now {cfg.optim.lr}), keep "
+                f"optim.clip_norm > 0 (now {cfg.optim.clip_norm}) or use dtype=float32 "
+                f"(now {cfg.dtype})."
+            )
 
 
 def finish(workdir: Path, writer: MetricWriter, step_count: int, results: dict) -> dict:

@@ -12,12 +12,16 @@ def is_seq2seq(model) -> bool:
     return isinstance(model, t5.T5Model) and not model.encoder_only
 
 
+def example_losses(logits, labels, regression: bool):
+    """Per-row loss: squared error (regression) or cross-entropy."""
+    if regression:
+        return jnp.square(logits[:, 0] - labels)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
 def loss_fn(logits, labels, weights, regression: bool):
     """Weighted mean loss over real rows (padding rows have weight 0): MSE or cross-entropy."""
-    if regression:
-        per_example = jnp.square(logits[:, 0] - labels)
-    else:
-        per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    per_example = example_losses(logits, labels, regression)
     return jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
@@ -72,19 +76,64 @@ def forward(model, params, batch, deterministic, rng=None):
     )
 
 
-def make_train_step(model, tx, regression: bool = False, label_smoothing: float = 0.0):
-    """`train_step(state, batch) -> (state, {"loss", "grad_norm"})` for the model's task:
-    token cross-entropy for seq2seq models, else the classification or regression loss."""
+def loss_sums(model, out, batch, regression: bool, label_smoothing: float):
+    """(summed loss, count it is averaged over): real rows for classification and regression,
+    real target tokens for seq2seq. Sums add up across micro-batches, so the mean over a whole
+    accumulated batch is exactly the mean over one big batch."""
+    if is_seq2seq(model):
+        return token_losses(out.logits, batch["labels"], batch["weights"], label_smoothing)
+    weights = batch["weights"]
+    per_example = example_losses(out.logits, batch["labels"], regression)
+    return jnp.sum(per_example * weights), jnp.sum(weights)
 
-    def compute_loss(trainable, frozen, batch, rng):
+
+def _micro_batches(batch, n: int):
+    """[batch, ...] leaves -> [n, batch // n, ...]: micro-batch i holds rows i*m .. (i+1)*m - 1."""
+    return jax.tree_util.tree_map(lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), batch)
+
+
+def make_train_step(
+    model, tx, regression: bool = False, label_smoothing: float = 0.0, accum_steps: int = 1
+):
+    """`train_step(state, batch) -> (state, {"loss", "grad_norm"})` for the model's task:
+    token cross-entropy for seq2seq models, else the classification or regression loss.
+
+    With `accum_steps > 1` the batch is split into that many micro-batches whose gradients are
+    summed inside the compiled step (`lax.scan`): one optimizer update for the whole batch, with
+    the activations of one micro-batch in memory. Micro-batch i draws dropout from
+    fold_in(step key, i)."""
+
+    def summed_loss(trainable, frozen, batch, rng):
         out = forward(model, paths.merge(trainable, frozen), batch, deterministic=False, rng=rng)
-        if is_seq2seq(model):
-            return seq2seq_loss(out.logits, batch["labels"], batch["weights"], label_smoothing)
-        return loss_fn(out.logits, batch["labels"], batch["weights"], regression)
+        return loss_sums(model, out, batch, regression, label_smoothing)
+
+    grad_fn = jax.value_and_grad(summed_loss, has_aux=True)
+
+    def gradients(state, batch, rng):
+        """(mean loss, gradient of the mean loss) over the whole batch."""
+        if accum_steps == 1:
+            (total, count), grads = grad_fn(state.trainable, state.frozen, batch, rng)
+        else:
+
+            def micro_step(carry, inputs):
+                index, micro = inputs
+                (total, count), grads = grad_fn(
+                    state.trainable, state.frozen, micro, jax.random.fold_in(rng, index)
+                )
+                summed = jax.tree_util.tree_map(jnp.add, carry, (total, count, grads))
+                return summed, None
+
+            zeros = jax.tree_util.tree_map(jnp.zeros_like, state.trainable)
+            init = (jnp.zeros(()), jnp.zeros(()), zeros)
+            micro = (jnp.arange(accum_steps), _micro_batches(batch, accum_steps))
+            total, count, grads = jax.lax.scan(micro_step, init, micro)[0]
+        denominator = jnp.maximum(count, 1.0)
+        grads = jax.tree_util.tree_map(lambda g: g / denominator, grads)
+        return total / denominator, grads
 
     def train_step(state, batch):
         rng = jax.random.fold_in(state.rng, state.step)
-        loss, grads = jax.value_and_grad(compute_loss)(state.trainable, state.frozen, batch, rng)
+        loss, grads = gradients(state, batch, rng)
         updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
         metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}

@@ -23,6 +23,14 @@ class MetricWriter:
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     self.tb.add_scalar(f"{split}/{name}", value, step)
 
+    def drop_after(self, step: int) -> None:
+        """Forget records past `step` (a resumed run logs those steps again)."""
+        self.file.close()
+        path = self.workdir / "metrics.jsonl"
+        kept = [r for r in read_metrics(self.workdir) if r["step"] <= step]
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self.file = open(path, "a")  # noqa: SIM115 (closed in close())
+
     def close(self) -> None:
         self.file.close()
         if self.tb is not None:

@@ -1,0 +1,198 @@
+"""Scale features that change how a step is computed but not what it computes."""
+
+import jax
+import numpy as np
+import pytest
+
+from jaxft import peft
+from jaxft.data import batching
+from jaxft.errors import UserError
+from jaxft.train import loop, optim, step
+from jaxft.train import state as state_lib
+from jaxft.train.writer import read_metrics
+from tests.conftest import needs_torch, tiny_config
+
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
+def _run_steps(exp, config, accum_steps, strategy="full", steps=5):
+    params, mask = peft.apply(exp.params, strategy, jax.random.key(1))
+    tx, _ = optim.make(config.optim, peft.paths.split(params, mask)[0], total_steps=steps)
+    state = state_lib.create(params, mask, tx, jax.random.key(0))
+    train_step = jax.jit(step.make_train_step(exp.model, tx, accum_steps=accum_steps))
+    losses = []
+    batches = batching.batches(exp.data["train"], 32, exp.buckets, 0, True, config.seed, 0)
+    for _, (_, batch) in zip(range(steps), batches, strict=False):
+        # Padding rows (weight 0) fill part of the last micro-batch: a mean of per-micro-batch
+        # means would weight its 3 real rows like the 8 of the others; the sums must not.
+        batch["weights"][-5:] = 0.0
+        state, metrics = train_step(state, batch)
+        losses.append(float(metrics["loss"]))
+    return np.asarray(losses), state
+
+
+@needs_torch
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_gradient_accumulation_4x8_equals_one_batch_of_32(
+    tiny_model_dir, sentiment_files, strategy
+):
+    config = tiny_config(tiny_model_dir, sentiment_files)
+    config.model_config = dict(NO_DROPOUT)  # dropout masks differ per micro-batch by design
+    config.strategy.lora.dropout = 0.0
+    exp = loop.prepare(config, splits=["train"])
+    exp.model = loop.with_strategy(exp.model, config.strategy)
+    losses_big, big = _run_steps(exp, config, 1, strategy)
+    losses_acc, acc = _run_steps(exp, config, 4, strategy)
+    np.testing.assert_allclose(losses_acc, losses_big, atol=1e-5)
+    leaves = zip(
+        jax.tree_util.tree_leaves(acc.params), jax.tree_util.tree_leaves(big.params), strict=True
+    )
+    for a, b in leaves:
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_accumulation_must_divide_the_batch():
+    from jaxft import config as config_lib
+
+    c = config_lib.defaults()
+    c.train.batch_size, c.train.grad_accum_steps = 32, 5
+    with pytest.raises(UserError, match="batch_size=32 must split into train.grad_accum_steps=5"):
+        config_lib.validate(c)
+
+
+@needs_torch
+def test_a_non_finite_loss_stops_the_run_with_a_clear_error(
+    tiny_model_dir, sentiment_files, tmp_path
+):
+    config = tiny_config(tiny_model_dir, sentiment_files)
+    config.optim.lr = 1e30  # overflows the weights within a few steps
+    config.optim.clip_norm = 0.0
+    config.train.log_every = 1
+    with pytest.raises(UserError, match=r"non-finite loss or gradient at step \d+"):
+        loop.train_and_evaluate(config, tmp_path)
+
+
+def _train_command(model_dir, files, workdir, **extra):
+    import sys
+
+    args = [sys.executable, "-m", "jaxft", "train", "experiments/rotten_tomatoes.py"]
+    args += ["--workdir", str(workdir), f"--config.model={model_dir}"]
+    settings = {
+        "data.source": "files",
+        "data.max_length": 32,
+        "data.buckets": "16,32",
+        "optim.lr": 2e-3,
+        "train.batch_size": 16,
+        "train.epochs": 5,
+        "train.log_every": 5,
+        "train.progress": "false",
+        "train.checkpoint_every": 10,
+        "train.eval_splits": "test",
+        **{f"data.files.{split}": path for split, path in files.items()},
+        **extra,
+    }
+    return args + [f"--config.{k}={v}" for k, v in settings.items()]
+
+
+def _wait_for_state(workdir, process, at_least: int, timeout: float = 240.0):
+    """Wait until a resumable checkpoint of step >= at_least is complete on disk."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        steps = [
+            int(p.name)
+            for p in (workdir / "train_state").glob("*")
+            if p.name.isdigit() and (p / "_CHECKPOINT_METADATA").exists()
+        ]
+        if steps and max(steps) >= at_least:
+            return max(steps)
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared in time")
+
+
+@needs_torch
+def test_killed_and_preempted_runs_resume_to_bitwise_equal_params(
+    tiny_model_dir, sentiment_files, tmp_path
+):
+    import signal
+    import subprocess
+
+    from jaxft.train import inference
+
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    subprocess.run(
+        _train_command(tiny_model_dir, sentiment_files, reference), check=True, timeout=300
+    )
+    command = _train_command(tiny_model_dir, sentiment_files, interrupted)
+    # SIGKILL: nothing runs after it, the last complete checkpoint is all that survives.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for_state(interrupted, process, 20)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    # SIGTERM (a preemption notice): the run saves where it is and exits 0.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_state(interrupted, process, 50)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "preempted at step" in out and "rerun the same command to resume" in out
+    assert "resuming from" in err
+    # The same command once more finishes the run.
+    subprocess.run(command, check=True, timeout=300)
+
+    ref = inference.load_workdir(reference)[2]
+    got = inference.load_workdir(interrupted)[2]
+    for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(got), strict=True):
+        np.testing.assert_array_equal(a, b)
+    steps = [r["step"] for r in read_metrics(interrupted) if r["split"] == "train"]
+    assert steps == list(range(5, 101, 5))  # each logged step once, despite the replays
+
+
+@needs_torch
+def test_resuming_with_other_settings_is_an_error(tiny_model_dir, sentiment_files, tmp_path):
+    import subprocess
+
+    command = _train_command(
+        tiny_model_dir,
+        sentiment_files,
+        tmp_path,
+        **{"train.max_steps": 10, "train.checkpoint_every": 5},
+    )
+    subprocess.run(command, check=True, timeout=300)
+    (tmp_path / "checkpoints").rename(tmp_path / "finished")  # as if it had stopped at step 5
+    changed = subprocess.run(
+        command + ["--config.optim.lr=1e-3"], capture_output=True, text=True, timeout=300
+    )
+    assert changed.returncode == 2
+    assert "trained with other settings (optim.lr: 0.002 -> 0.001" in changed.stderr
+
+
+def test_an_unreadable_latest_checkpoint_is_skipped(tmp_path, caplog):
+    import logging
+
+    import jax.numpy as jnp
+    import optax
+
+    from jaxft.train import checkpoint
+
+    params = {"w": jnp.ones((3,)), "b": jnp.zeros((2,))}
+    mask = {"w": True, "b": False}
+    tx = optax.adam(0.1)
+    state = state_lib.create(params, mask, tx, jax.random.key(0))
+    mgr = checkpoint.state_manager(tmp_path)
+    for step_count in (10, 20):
+        trained = {"w": jnp.full((3,), float(step_count))}
+        state = state.replace(step=jnp.int32(step_count), trainable=trained)
+        checkpoint.save_state(mgr, state, {"step": step_count, "config": {}})
+    mgr.wait_until_finished()
+    for file in (tmp_path / "train_state" / "20" / "state").rglob("*"):
+        if file.is_file():
+            file.write_bytes(b"truncated")  # what a crash mid-write leaves
+    fresh = state_lib.create(params, mask, tx, jax.random.key(0))
+    with caplog.at_level(logging.WARNING):
+        restored, meta = checkpoint.restore_state(checkpoint.state_manager(tmp_path), fresh)
+    assert meta["step"] == 10 and int(restored.step) == 10
+    np.testing.assert_array_equal(restored.trainable["w"], [10.0, 10.0, 10.0])
+    assert "skipping unreadable checkpoint" in caplog.text
