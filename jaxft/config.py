@@ -53,6 +53,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.generate.length_penalty = 1.0  # beam score = logprob / length**length_penalty
     c.generate.early_stopping = False  # beam search stops once num_beams hypotheses finished
 
+    c.mesh = ml_collections.ConfigDict()  # used when more than one device is visible
+    c.mesh.data = -1  # data-parallel size; -1 = all devices the fsdp axis leaves
+    c.mesh.fsdp = 1  # fully-sharded size: params and optimizer state split over it
+
     c.strategy = peft.defaults()  # name and per-strategy settings: see jaxft/peft/__init__.py
 
     c.optim = ml_collections.ConfigDict()

@@ -196,3 +196,72 @@ def test_an_unreadable_latest_checkpoint_is_skipped(tmp_path, caplog):
     assert meta["step"] == 10 and int(restored.step) == 10
     np.testing.assert_array_equal(restored.trainable["w"], [10.0, 10.0, 10.0])
     assert "skipping unreadable checkpoint" in caplog.text
+
+
+def _losses_on_devices(model_dir, files, workdir, devices: int, *mesh_args):
+    """Train 5 steps in a fresh process that sees `devices` fake CPU devices; its losses."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    settings = {
+        "train.max_steps": 5,
+        "train.log_every": 1,
+        "train.batch_size": 32,
+        "train.eval_splits": "",
+        "train.eval_every_epoch": "false",
+        "task.head_dropout": 0.0,
+        **{f"model_config.{k}": v for k, v in NO_DROPOUT.items()},
+    }
+    command = _train_command(model_dir, files, workdir, **settings) + list(mesh_args)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    if devices > 1:
+        assert f"over {devices} devices" in done.stderr
+    return [r["loss"] for r in read_metrics(workdir) if r["split"] == "train"]
+
+
+@needs_torch
+def test_data_parallel_and_fsdp_meshes_compute_the_single_device_step(
+    tiny_model_dir, sentiment_files, tmp_path
+):
+    one = _losses_on_devices(tiny_model_dir, sentiment_files, tmp_path / "one", 1)
+    data8 = _losses_on_devices(
+        tiny_model_dir, sentiment_files, tmp_path / "data8", 8, "--config.mesh.data=8"
+    )
+    fsdp = _losses_on_devices(
+        tiny_model_dir,
+        sentiment_files,
+        tmp_path / "fsdp",
+        8,
+        "--config.mesh.data=2",
+        "--config.mesh.fsdp=4",
+    )
+    assert len(one) == 5
+    np.testing.assert_allclose(data8, one, atol=1e-5)
+    np.testing.assert_allclose(fsdp, one, atol=1e-5)
+
+
+def test_fsdp_shards_big_leaves_and_replicates_small_ones():
+    from jax.sharding import PartitionSpec
+
+    from jaxft.train import sharding
+
+    assert sharding.leaf_spec((32000, 768), 4) == PartitionSpec("fsdp", None)
+    assert sharding.leaf_spec((30522, 768), 4) == PartitionSpec(None, "fsdp")  # 4 ∤ 30522
+    assert sharding.leaf_spec((768, 3072), 8) == PartitionSpec(None, "fsdp")
+    assert sharding.leaf_spec((768,), 8) == PartitionSpec()  # small: replicated
+    assert sharding.leaf_spec((30522, 7), 4) == PartitionSpec()  # nothing divides by 4
+    assert sharding.leaf_spec((4096, 4096), 1) == PartitionSpec()
+
+
+def test_a_mesh_that_does_not_cover_the_devices_is_an_error():
+    from jaxft.train import sharding
+
+    devices = jax.devices() * 6  # stand-in list of 6 devices: only the count matters here
+    with pytest.raises(UserError, match="mesh data=4 x fsdp=2 does not cover the 6 devices"):
+        sharding.make_mesh(4, 2, devices)
+    with pytest.raises(UserError, match="data=3 x fsdp=4"):
+        sharding.make_mesh(3, 4, devices)
+    with pytest.raises(UserError, match="train.batch_size=30 does not split over the mesh's 8"):
+        sharding.check_batch(30, 8)

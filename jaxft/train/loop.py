@@ -23,7 +23,7 @@ from jaxft.data import batching, sources, tasks
 from jaxft.errors import UserError
 from jaxft.metrics import classification as metrics_lib
 from jaxft.models import t5
-from jaxft.train import checkpoint, optim, seq2seq, step
+from jaxft.train import checkpoint, optim, seq2seq, sharding, step
 from jaxft.train import state as state_lib
 from jaxft.train.writer import MetricWriter
 
@@ -269,15 +269,12 @@ def train_and_evaluate(config, workdir) -> dict:
         total_steps = min(total_steps, cfg.train.max_steps)
     tx, lr_schedule = optim.make(cfg.optim, peft.paths.split(params, mask)[0], total_steps)
     state = state_lib.create(params, mask, tx, rng_dropout)
-    train_step = jax.jit(
-        step.make_train_step(
-            exp.model,
-            tx,
-            exp.regression,
-            cfg.task.label_smoothing,
-            accum_steps=cfg.train.grad_accum_steps,
-        ),
-        donate_argnums=0,
+    train_step = step.make_train_step(
+        exp.model,
+        tx,
+        exp.regression,
+        cfg.task.label_smoothing,
+        accum_steps=cfg.train.grad_accum_steps,
     )
     eval_step = jax.jit(step.make_eval_step(exp.model))
     pad = exp.tokenizer.pad_token_id or 0
@@ -292,6 +289,7 @@ def train_and_evaluate(config, workdir) -> dict:
 
     state_mgr = checkpoint.state_manager(workdir)
     state, meta = checkpoint.restore_state(state_mgr, state)
+    state, train_step, place = distribute(state, train_step, cfg)
     start_step = 0
     if meta is not None:
         check_resume_config(meta["config"], cfg)
@@ -320,7 +318,7 @@ def train_and_evaluate(config, workdir) -> dict:
             ):
                 if k < done_in_epoch:
                     continue
-                state, metrics = train_step(state, batch)
+                state, metrics = train_step(state, place(batch))
                 pending.append(metrics)  # device arrays: no host sync until the next log
                 seen += len(indices)
                 step_count += 1
@@ -370,6 +368,22 @@ def train_and_evaluate(config, workdir) -> dict:
         if split in exp.data
     }
     return finish(workdir, writer, step_count, results)
+
+
+def distribute(state, train_step, cfg):
+    """(state, jitted train step, batch placement). With several devices the state is sharded
+    over the config's mesh, the step keeps it so and each batch is split across the devices."""
+    if jax.device_count() == 1:
+        return state, jax.jit(train_step, donate_argnums=0), lambda batch: batch
+    mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
+    sharding.check_batch(cfg.train.batch_size, mesh.size)
+    state_shardings = sharding.tree_shardings(mesh, state)
+    state = jax.device_put(state, state_shardings)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    step_fn = jax.jit(train_step, out_shardings=(state_shardings, replicated), donate_argnums=0)
+    batch_sharding = sharding.batch_sharding(mesh)
+    log.info("mesh %s over %d devices", dict(mesh.shape), mesh.size)
+    return state, step_fn, lambda batch: jax.device_put(batch, batch_sharding)
 
 
 class Preempted(Exception):  # noqa: N818 - a signal, not an error

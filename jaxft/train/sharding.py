@@ -1,0 +1,79 @@
+"""Data parallelism and FSDP over a device mesh with axes ("data", "fsdp").
+
+Batches split their leading dimension over every device of the mesh. Parameters and optimizer
+state are fully sharded over "fsdp": each large leaf splits its largest dimension that the fsdp
+size divides (small leaves are replicated); optimizer moments have their parameter's shape, so
+the same rule shards them alike. The train step is jitted with these shardings, so XLA inserts
+the all-gathers and reduce-scatters; the result is the single-device computation.
+"""
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxft.errors import UserError
+
+AXES = ("data", "fsdp")
+# Leaves smaller than this stay replicated: sharding them saves little and costs a collective.
+MIN_SHARDED_SIZE = 2**14
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
+    """A ("data", "fsdp") mesh over `devices` (default: all); -1 = every device left over."""
+    devices = list(jax.devices() if devices is None else devices)
+    n = len(devices)
+    if data == -1 and fsdp == -1:
+        raise UserError("mesh.data and mesh.fsdp cannot both be -1; set one of them")
+    if data == -1:
+        data = n // max(fsdp, 1)
+    if fsdp == -1:
+        fsdp = n // max(data, 1)
+    if data < 1 or fsdp < 1 or data * fsdp != n:
+        raise UserError(
+            f"mesh data={data} x fsdp={fsdp} does not cover the {n} devices; choose sizes whose "
+            f"product is {n} (-1 takes what is left)"
+        )
+    return Mesh(np.asarray(devices).reshape(data, fsdp), AXES)
+
+
+def leaf_spec(shape: tuple[int, ...], fsdp: int) -> PartitionSpec:
+    """Shard the largest dimension that `fsdp` divides; replicate small or indivisible leaves."""
+    if fsdp == 1 or int(np.prod(shape, dtype=np.int64)) < MIN_SHARDED_SIZE:
+        return PartitionSpec()
+    for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+        if shape[dim] % fsdp == 0:
+            spec = [None] * len(shape)
+            spec[dim] = "fsdp"
+            return PartitionSpec(*spec)
+    return PartitionSpec()
+
+
+def tree_shardings(mesh: Mesh, tree):
+    """A NamedSharding per leaf of `tree` (params, optimizer state or a whole TrainState)."""
+    fsdp = mesh.shape["fsdp"]
+    return jax.tree_util.tree_map(
+        lambda x: NamedSharding(mesh, leaf_spec(tuple(np.shape(x)), fsdp)), tree
+    )
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Rows split over every device (both axes), the rest of each leaf whole."""
+    return NamedSharding(mesh, PartitionSpec(AXES))
+
+
+def check_batch(batch_size: int, devices: int, what: str = "train.batch_size") -> None:
+    """Every device must get the same number of rows."""
+    if batch_size % devices:
+        raise UserError(
+            f"{what}={batch_size} does not split over the mesh's {devices} devices; use a "
+            f"multiple of {devices}"
+        )
+
+
+def bytes_per_device(tree) -> dict:
+    """{device: bytes of `tree` it holds}, from the arrays' shards (for memory reports)."""
+    held: dict = {}
+    for leaf in jax.tree_util.tree_leaves(tree):
+        for shard in leaf.addressable_shards:
+            held[shard.device] = held.get(shard.device, 0) + shard.data.nbytes
+    return held
