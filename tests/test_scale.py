@@ -240,6 +240,15 @@ def test_data_parallel_and_fsdp_meshes_compute_the_single_device_step(
     assert len(one) == 5
     np.testing.assert_allclose(data8, one, atol=1e-5)
     np.testing.assert_allclose(fsdp, one, atol=1e-5)
+    # A checkpoint written sharded over 8 devices restores here, on one.
+    from jaxft.train import inference
+
+    on_one = inference.load_workdir(tmp_path / "one")[2]
+    from_eight = inference.load_workdir(tmp_path / "fsdp")[2]
+    for a, b in zip(
+        jax.tree_util.tree_leaves(on_one), jax.tree_util.tree_leaves(from_eight), strict=True
+    ):
+        np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_fsdp_shards_big_leaves_and_replicates_small_ones():

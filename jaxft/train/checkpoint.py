@@ -55,7 +55,7 @@ def restore_state(mgr: ocp.CheckpointManager, state):
     """(state with the latest readable checkpoint's leaves, its meta), or (state, None) when
     there is none. An unreadable (truncated, corrupted) checkpoint is skipped with a warning and
     the one before it is used."""
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _resumable(state))
+    abstract = jax.tree_util.tree_map(_on_this_host, _resumable(state))
     for step in sorted(mgr.all_steps(), reverse=True):
         try:
             restored = mgr.restore(
@@ -85,6 +85,15 @@ def save_params(workdir, step: int, params) -> None:
         mgr.wait_until_finished()
 
 
+def _on_this_host(leaf):
+    """The restore target of a leaf: its own sharding if it has one, else the first local device,
+    so a checkpoint written on a mesh of any size restores here."""
+    sharding = getattr(leaf, "sharding", None)
+    if sharding is None:
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+
+
 def restore_params(workdir, template):
     """Restore the latest params onto `template` (a tree of arrays or ShapeDtypeStructs).
 
@@ -97,7 +106,7 @@ def restore_params(workdir, template):
             raise UserError(
                 f"{workdir}/checkpoints holds no checkpoint: was `jaxft train` run there?"
             )
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+        abstract = jax.tree_util.tree_map(_on_this_host, template)
         try:
             return step, mgr.restore(step, args=ocp.args.StandardRestore(abstract))
         except (ValueError, KeyError) as e:
