@@ -68,12 +68,3 @@ def check_batch(batch_size: int, devices: int, what: str = "train.batch_size") -
             f"{what}={batch_size} does not split over the mesh's {devices} devices; use a "
             f"multiple of {devices}"
         )
-
-
-def bytes_per_device(tree) -> dict:
-    """{device: bytes of `tree` it holds}, from the arrays' shards (for memory reports)."""
-    held: dict = {}
-    for leaf in jax.tree_util.tree_leaves(tree):
-        for shard in leaf.addressable_shards:
-            held[shard.device] = held.get(shard.device, 0) + shard.data.nbytes
-    return held
