@@ -62,20 +62,25 @@ def truncate(ids: list[int], limit: int) -> np.ndarray:
     return np.asarray(ids if len(ids) <= limit else ids[: limit - 1] + ids[-1:], np.int32)
 
 
+def encode(tokenizer, texts: list[str], limit: int) -> tuple[list[np.ndarray], int]:
+    """(token ids truncated to `limit`, how many were truncated) of each text."""
+    full = tokenizer(texts, return_attention_mask=False)["input_ids"]
+    return [truncate(x, limit) for x in full], sum(len(x) > limit for x in full)
+
+
 def tokenize_seq2seq(
     tokenizer, sources: list[str], targets: list[str], max_length: int, max_target_length: int
 ) -> Encoded:
     """Source and target token ids, each truncated to its maximum (truncations counted)."""
-    source = tokenizer(sources, return_attention_mask=False)["input_ids"]
-    target = tokenizer(targets, return_attention_mask=False)["input_ids"]
-    input_ids = [truncate(x, max_length) for x in source]
+    input_ids, truncated = encode(tokenizer, sources, max_length)
+    target_ids, target_truncated = encode(tokenizer, targets, max_target_length)
     return Encoded(
         input_ids=input_ids,
         token_type_ids=[np.zeros_like(x) for x in input_ids],
         labels=None,
-        truncated=sum(len(x) > max_length for x in source),
-        targets=[truncate(x, max_target_length) for x in target],
-        target_truncated=sum(len(x) > max_target_length for x in target),
+        truncated=truncated,
+        targets=target_ids,
+        target_truncated=target_truncated,
     )
 
 
@@ -164,9 +169,11 @@ def batches(
     seed=0,
     epoch=0,
     target_lengths=None,
+    skip=0,
 ):
-    """Yield (indices, batch) over one pass of `data`."""
-    for indices in batch_order(data.lengths, batch_size, shuffle, seed, epoch):
+    """Yield (indices, batch) over one pass of `data`, from its `skip`-th batch on (a resumed
+    run skips the batches it already took, without building them)."""
+    for indices in batch_order(data.lengths, batch_size, shuffle, seed, epoch)[skip:]:
         yield indices, make_batch(data, indices, batch_size, lengths, pad_id, target_lengths)
 
 

@@ -310,14 +310,18 @@ def train_and_evaluate(config, workdir) -> dict:
     step_count = start_step
     with preemption_notice() as preempted:
         for epoch in range(start_step // steps_per_epoch, cfg.train.epochs):
-            done_in_epoch = step_count - epoch * steps_per_epoch  # batches a resume skips
-            for k, (indices, batch) in enumerate(
-                batching.batches(
-                    train, bs, exp.buckets, pad, True, cfg.seed, epoch, exp.target_buckets
-                )
+            seen_in_epoch = step_count - epoch * steps_per_epoch  # > 0 only when resuming
+            for indices, batch in batching.batches(
+                train,
+                bs,
+                exp.buckets,
+                pad,
+                True,
+                cfg.seed,
+                epoch,
+                exp.target_buckets,
+                skip=seen_in_epoch,
             ):
-                if k < done_in_epoch:
-                    continue
                 state, metrics = train_step(state, place(batch))
                 pending.append(metrics)  # device arrays: no host sync until the next log
                 seen += len(indices)

@@ -62,19 +62,19 @@ def prepare_split(split: str, examples: Examples, tokenizer, config):
     encoded = batching.tokenize_seq2seq(
         tokenizer, sources, targets, d.max_length, d.max_target_length
     )
-    for what, count, limit in (
-        ("sources", encoded.truncated, "data.max_length"),
-        ("targets", encoded.target_truncated, "data.max_target_length"),
+    for what, count, key in (
+        ("sources", encoded.truncated, "max_length"),
+        ("targets", encoded.target_truncated, "max_target_length"),
     ):
         if count:
             log.warning(
-                "%s: %d of %d %s truncated to %s=%d",
+                "%s: %d of %d %s truncated to data.%s=%d",
                 split,
                 count,
                 len(encoded),
                 what,
-                limit,
-                d[limit.split(".")[1]],
+                key,
+                d[key],
             )
     return encoded, targets
 
@@ -136,11 +136,9 @@ def predict(config, model, params, tokenizer, texts: list[str]) -> list[dict]:
     if empty:
         raise UserError(f"input {empty[0] + 1} of {len(texts)} is empty: a source needs text")
     sources = [config.task.source_prefix + t for t in texts]
-    ids = tokenizer(sources, return_attention_mask=False)["input_ids"]
-    truncated = sum(len(x) > config.data.max_length for x in ids)
+    input_ids, truncated = batching.encode(tokenizer, sources, config.data.max_length)
     if truncated:
         log.warning("%d of %d inputs truncated to data.max_length", truncated, len(texts))
-    input_ids = [batching.truncate(x, config.data.max_length) for x in ids]
     data = batching.Encoded(input_ids, [np.zeros_like(x) for x in input_ids], None, truncated)
     buckets = batching.bucket_lengths(config.data.max_length, config.data.buckets)
     generated = generate_texts(model, params, data, tokenizer, config, buckets)
