@@ -40,6 +40,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("experiment", help="path/to/experiment.py[:ARG]")
     t.add_argument("--workdir", default=None, help="output folder (default runs/<experiment>)")
+    h = t.add_argument_group("multi-host runs (every process runs the same command)")
+    h.add_argument("--coordinator", help="HOST:PORT of process 0, which serves it")
+    h.add_argument("--num_processes", type=int, help="processes in the run")
+    h.add_argument("--process_id", type=int, help="this process: 0 .. num_processes-1")
+    h.add_argument(
+        "--distributed",
+        action="store_true",
+        help="find the processes from the cluster (Cloud TPU pod, Slurm, Open MPI)",
+    )
+    h.add_argument(
+        "--init_timeout", type=int, default=300, help="seconds to wait for every process"
+    )
     e = sub.add_parser("eval", help="evaluate a trained workdir")
     e.add_argument("--workdir", required=True)
     e.add_argument("--split", action="append", help="split(s) to score (default: test)")
@@ -72,8 +84,15 @@ def run(argv) -> int:
     if args.command == "train":
         from pathlib import Path
 
-        from jaxft.train import loop
+        from jaxft.train import distributed, loop
 
+        distributed.initialize(
+            args.coordinator,
+            args.num_processes,
+            args.process_id,
+            args.init_timeout,
+            auto=args.distributed,
+        )
         config = config_lib.load_experiment(args.experiment)
         config_lib.apply_overrides(config, _split_overrides(extra))
         config_lib.validate(config)

@@ -24,7 +24,8 @@ def defaults() -> ml_collections.ConfigDict:
     c.model_config = ml_collections.ConfigDict()  # config.json fields to override (any key)
     c.random_init = False  # random weights from the model's config instead of its checkpoint
     c.tokenizer = ""  # tokenizer folder or built-in name ("t5"); "" = the model folder's
-    c.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
+    c.dtype = "float32"  # compute dtype: float32 | bfloat16 (loss, softmax, norms stay float32)
+    c.param_dtype = "float32"  # storage of frozen leaves: float32 | bfloat16 (trained: float32)
     c.seed = 0  # seeds init, dropout and data order
 
     c.task = ml_collections.ConfigDict()
@@ -85,6 +86,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.progress = True  # show a tqdm progress bar
     c.train.checkpoint_every = 200  # steps between resumable checkpoints (0 = only on SIGTERM)
     c.train.allow_config_change = False  # resume a workdir even if the settings changed
+    c.train.keep_checkpoints = 2  # resumable checkpoints kept (the latest ones)
+    c.train.best_metric = ""  # e.g. accuracy: keep the best validated params, score those
+    c.train.parallel = "mesh"  # with several devices: mesh (jit, sharded) | pmap (replicated)
     return c
 
 
@@ -230,6 +234,23 @@ def validate(config) -> None:
         )
     if c.optim.lr <= 0:
         raise UserError(f"optim.lr must be positive; got {c.optim.lr}")
+    choices = (
+        ("dtype", c.dtype, ("float32", "bfloat16", "float16")),
+        ("param_dtype", c.param_dtype, ("float32", "bfloat16")),
+        ("train.parallel", c.train.parallel, ("mesh", "pmap")),
+    )
+    for key, value, allowed in choices:
+        if value not in allowed:
+            raise UserError(f"{key}={value!r}; use one of {', '.join(allowed)}")
+    if c.train.keep_checkpoints < 1:
+        raise UserError(
+            f"train.keep_checkpoints must be at least 1; got {c.train.keep_checkpoints}"
+        )
+    if c.train.best_metric and not c.train.eval_every_epoch:
+        raise UserError(
+            f"train.best_metric={c.train.best_metric!r} picks among the per-epoch validation "
+            "scores; set train.eval_every_epoch=true"
+        )
 
 
 def to_json(config) -> str:

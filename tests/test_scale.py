@@ -198,57 +198,105 @@ def test_an_unreadable_latest_checkpoint_is_skipped(tmp_path, caplog):
     assert "skipping unreadable checkpoint" in caplog.text
 
 
-def _losses_on_devices(model_dir, files, workdir, devices: int, *mesh_args):
-    """Train 5 steps in a fresh process that sees `devices` fake CPU devices; its losses."""
-    import os
-    import subprocess
-
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+def _layout_command(model_dir, files, workdir, *extra):
     settings = {
         "train.max_steps": 5,
         "train.log_every": 1,
         "train.batch_size": 32,
         "train.eval_splits": "",
         "train.eval_every_epoch": "false",
+        "train.checkpoint_every": 3,
         "task.head_dropout": 0.0,
         **{f"model_config.{k}": v for k, v in NO_DROPOUT.items()},
     }
-    command = _train_command(model_dir, files, workdir, **settings) + list(mesh_args)
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    return _train_command(model_dir, files, workdir, **settings) + list(extra)
+
+
+def _fake_devices(n: int) -> dict:
+    import os
+
+    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+
+
+def _losses_on_devices(model_dir, files, workdir, devices: int, *extra):
+    """Train 5 steps in a fresh process that sees `devices` fake CPU devices; its losses."""
+    import subprocess
+
+    command = _layout_command(model_dir, files, workdir, *extra)
+    done = subprocess.run(
+        command, env=_fake_devices(devices), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     if devices > 1:
         assert f"over {devices} devices" in done.stderr
     return [r["loss"] for r in read_metrics(workdir) if r["split"] == "train"]
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _losses_on_two_processes(model_dir, files, workdir):
+    """The 5 steps as 2 processes x 4 fake devices joined over localhost (gloo collectives)."""
+    import subprocess
+
+    flags = ["--coordinator", f"localhost:{_free_port()}", "--num_processes", "2"]
+    command = _layout_command(model_dir, files, workdir, *flags)
+    processes = [
+        subprocess.Popen(
+            command + ["--process_id", str(i)],
+            env=_fake_devices(4),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for p, (_, err) in zip(processes, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    assert "over 8 devices of 2 processes" in outputs[0][1]
+    return [r["loss"] for r in read_metrics(workdir) if r["split"] == "train"]
+
+
 @needs_torch
-def test_data_parallel_and_fsdp_meshes_compute_the_single_device_step(
+def test_every_device_layout_computes_the_single_device_step(
     tiny_model_dir, sentiment_files, tmp_path
 ):
-    one = _losses_on_devices(tiny_model_dir, sentiment_files, tmp_path / "one", 1)
-    data8 = _losses_on_devices(
-        tiny_model_dir, sentiment_files, tmp_path / "data8", 8, "--config.mesh.data=8"
-    )
-    fsdp = _losses_on_devices(
-        tiny_model_dir,
-        sentiment_files,
-        tmp_path / "fsdp",
-        8,
-        "--config.mesh.data=2",
-        "--config.mesh.fsdp=4",
-    )
-    assert len(one) == 5
-    np.testing.assert_allclose(data8, one, atol=1e-5)
-    np.testing.assert_allclose(fsdp, one, atol=1e-5)
-    # A checkpoint written sharded over 8 devices restores here, on one.
     from jaxft.train import inference
 
-    on_one = inference.load_workdir(tmp_path / "one")[2]
-    from_eight = inference.load_workdir(tmp_path / "fsdp")[2]
-    for a, b in zip(
-        jax.tree_util.tree_leaves(on_one), jax.tree_util.tree_leaves(from_eight), strict=True
-    ):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+    def losses(name, devices, *extra):
+        return _losses_on_devices(tiny_model_dir, sentiment_files, tmp_path / name, devices, *extra)
+
+    one = losses("one", 1)
+    assert len(one) == 5
+    layouts = {
+        "data8": losses("data8", 8, "--config.mesh.data=8"),
+        "fsdp": losses("fsdp", 8, "--config.mesh.data=2", "--config.mesh.fsdp=4"),
+        "pmap": losses("pmap", 8, "--config.train.parallel=pmap"),
+        "2 processes": _losses_on_two_processes(
+            tiny_model_dir, sentiment_files, tmp_path / "hosts"
+        ),
+    }
+    for name, got in layouts.items():
+        np.testing.assert_allclose(got, one, atol=1e-5, err_msg=name)
+
+    # Final checkpoints written sharded over 8 devices (or by 2 processes) restore on one.
+    on_one = jax.tree_util.tree_leaves(inference.load_workdir(tmp_path / "one")[2])
+    for name in ("fsdp", "hosts"):
+        restored = jax.tree_util.tree_leaves(inference.load_workdir(tmp_path / name)[2])
+        for a, b in zip(on_one, restored, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5, err_msg=name)
+
+    # The resumable state of step 3, saved on a 2x4 mesh, resumes on a 2x2 mesh of 4 devices.
+    (tmp_path / "fsdp" / "checkpoints").rename(tmp_path / "fsdp" / "finished")
+    resumed = losses("fsdp", 4, "--config.mesh.data=2", "--config.mesh.fsdp=2")
+    assert len(resumed) == 5  # steps 1-3 kept from the first run, 4-5 trained after resuming
+    np.testing.assert_allclose(resumed, one, atol=1e-5)
 
 
 def test_fsdp_shards_big_leaves_and_replicates_small_ones():
@@ -274,3 +322,71 @@ def test_a_mesh_that_does_not_cover_the_devices_is_an_error():
         sharding.make_mesh(3, 4, devices)
     with pytest.raises(UserError, match="train.batch_size=30 does not split over the mesh's 8"):
         sharding.check_batch(30, 8)
+
+
+def test_a_coordinator_that_never_answers_is_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "jaxft", "train", "experiments/rotten_tomatoes.py"]
+    command += ["--workdir", str(tmp_path), "--coordinator", f"localhost:{_free_port()}"]
+    command += ["--num_processes", "2", "--process_id", "1", "--init_timeout", "2"]
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "did not answer within 2 s" in done.stderr
+    assert "Start process 0 with the same --coordinator" in done.stderr
+    assert time.monotonic() - started < 60
+
+
+def test_multi_host_flags_are_all_or_nothing():
+    from jaxft.train import distributed
+
+    with pytest.raises(UserError, match="needs all of --coordinator HOST:PORT, --num_processes"):
+        distributed.initialize("localhost:1234", 2, None)
+    with pytest.raises(UserError, match="--process_id 2 is not in 0..1"):
+        distributed.initialize("localhost:1234", 2, 2)
+    with pytest.raises(UserError, match="must look like HOST:PORT"):
+        distributed.initialize("localhost", 2, 0)
+
+
+def test_fsdp_8_holds_an_eighth_of_a_bert_base_train_state_per_device():
+    """Counted from the shardings of the abstract state (nothing is allocated)."""
+    import subprocess
+    import sys
+
+    script = """
+import jax, optax
+from jaxft import models, peft
+from jaxft.train import sharding, state as state_lib
+model = models.build_model("bert-base", head="classification", num_labels=2)
+def init():
+    params = models.init_params(model, jax.random.key(0))
+    mask = jax.tree_util.tree_map(lambda _: True, params)
+    return state_lib.create(params, mask, optax.adamw(1e-4), jax.random.key(0))
+state = jax.eval_shape(init)
+for fsdp in (1, 8):
+    mesh = sharding.make_mesh(8 // fsdp, fsdp)
+    per_device, total = sharding.bytes_per_device(state, sharding.tree_shardings(mesh, state))
+    print(fsdp, per_device, total)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=_fake_devices(8),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {
+        int(f): (int(p), int(t))
+        for f, p, t in (line.split() for line in done.stdout.split("\n") if line)
+    }
+    replicated, total = rows[1]
+    sharded, _ = rows[8]
+    assert replicated == total  # data parallel only: every device holds everything
+    # BERT-base: 110M params x (weights + 2 Adam moments) x 4 bytes.
+    assert 1.2e9 < total < 1.4e9
+    assert sharded / total < 1 / 8 + 0.005  # only LayerNorms and biases stay whole
+    print(f"fsdp=8: {sharded / 2**20:.1f} MiB per device of {total / 2**20:.1f} MiB")

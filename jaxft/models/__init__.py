@@ -31,6 +31,24 @@ _T5_COMMON = dict(
     decoder_start_token_id=0,
 )
 ARCHITECTURES = {
+    # BERT-base's shape (bert-base-uncased's config.json values), for random-init runs and
+    # memory or speed measurements without its weights.
+    "bert-base": dict(
+        model_type="bert",
+        vocab_size=30522,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        hidden_act="gelu",
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+        max_position_embeddings=512,
+        type_vocab_size=2,
+        initializer_range=0.02,
+        layer_norm_eps=1e-12,
+        pad_token_id=0,
+    ),
     "t5-small": dict(
         _T5_COMMON,
         d_model=512,

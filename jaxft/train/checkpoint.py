@@ -4,7 +4,11 @@
   `predict` and `export` restore).
 - `train_state/<step>/`: resumable training state every `train.checkpoint_every` steps and on
   preemption (SIGTERM): trained leaves, optimizer state and step, with the resolved config. A
-  rerun of the same command resumes from the latest one that reads back.
+  rerun of the same command resumes from the latest one that reads back. The last
+  `train.keep_checkpoints` are kept.
+- `best/<step>/`: with `train.best_metric`, the trained leaves of the best validation score so
+  far (its metrics in orbax's metadata, so a resumed run keeps comparing against it). The run's
+  final `checkpoints/` then holds these, not the last step's.
 """
 
 import logging
@@ -31,6 +35,45 @@ def state_manager(workdir, max_to_keep: int = 2) -> ocp.CheckpointManager:
     directory = Path(workdir).absolute() / STATE_DIR
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
     return ocp.CheckpointManager(directory, options=options)
+
+
+def best_manager(workdir, metric: str) -> ocp.CheckpointManager:
+    """Keeps the one checkpoint with the best `metric`: lowest for a loss, else highest."""
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=1,
+        best_fn=lambda metrics: metrics[metric],
+        best_mode="min" if metric.endswith("loss") else "max",
+        keep_checkpoints_without_metrics=False,
+        create=True,
+    )
+    return ocp.CheckpointManager(Path(workdir).absolute() / "best", options=options)
+
+
+def save_best(mgr: ocp.CheckpointManager, name: str, step: int, trainable, result: dict) -> None:
+    """Offer the trained leaves scored `result` on validation; the manager keeps the best by
+    `result[name]`."""
+    if name not in result:
+        raise UserError(
+            f"train.best_metric={name!r} is not among the validation metrics "
+            f"({', '.join(sorted(result))})"
+        )
+    mgr.save(
+        int(step),
+        args=ocp.args.StandardSave(trainable),
+        metrics={name: float(result[name])},
+        force=True,
+    )
+
+
+def restore_best(mgr: ocp.CheckpointManager, name: str, template):
+    """(step, trained leaves, metric value) of the best checkpoint kept by `best_manager`."""
+    mgr.wait_until_finished()
+    step = mgr.best_step()
+    if step is None:
+        raise UserError("train.best_metric is set but no validation score was saved")
+    abstract = jax.tree_util.tree_map(_on_this_host, template)
+    trainable = mgr.restore(step, args=ocp.args.StandardRestore(abstract))
+    return step, trainable, float(mgr.metrics(step)[name])
 
 
 def _resumable(state) -> dict:

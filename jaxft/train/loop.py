@@ -23,7 +23,7 @@ from jaxft.data import batching, sources, tasks
 from jaxft.errors import UserError
 from jaxft.metrics import classification as metrics_lib
 from jaxft.models import t5
-from jaxft.train import checkpoint, optim, seq2seq, sharding, step
+from jaxft.train import checkpoint, distributed, optim, parallel, seq2seq, step
 from jaxft.train import state as state_lib
 from jaxft.train.writer import MetricWriter
 
@@ -224,7 +224,9 @@ def write_base_model(workdir: Path, config) -> None:
 
 
 def train_and_evaluate(config, workdir) -> dict:
-    """Train per `config`, evaluate, and write the workdir contract. Returns eval.json's dict."""
+    """Train per `config`, evaluate, and write the workdir contract. Returns eval.json's dict.
+    In a multi-host run every process calls it; only process 0 writes files other than
+    checkpoints (which every process writes its shards of)."""
     workdir = Path(workdir)
     if checkpoint.has_checkpoint(workdir):
         # Found before any work, not when saving after the whole run.
@@ -232,19 +234,22 @@ def train_and_evaluate(config, workdir) -> dict:
             f"{workdir} already holds a finished run; train into a new --workdir "
             "(or delete that one)"
         )
+    main = distributed.is_main_process()
     workdir.mkdir(parents=True, exist_ok=True)
     exp = prepare(config)
     if "train" not in exp.data:
         raise UserError("the data source has no 'train' split")
     cfg = resolved_config(exp)
-    (workdir / "config.json").write_text(config_lib.to_json(cfg))
-    write_base_model(workdir, cfg)
+    if main:
+        (workdir / "config.json").write_text(config_lib.to_json(cfg))
+        write_base_model(workdir, cfg)
 
     rng_init, rng_dropout = init_rngs(cfg.seed)
     exp.model = with_strategy(exp.model, cfg.strategy)
     params, mask = peft.apply(exp.params, cfg.strategy, rng_init)
+    params = store_frozen(params, mask, cfg.param_dtype)
     log.info(peft.summary(params, mask))
-    writer = MetricWriter(workdir)
+    writer = MetricWriter(workdir, enabled=main)
     writer.write(
         0,
         "setup",
@@ -269,14 +274,20 @@ def train_and_evaluate(config, workdir) -> dict:
         total_steps = min(total_steps, cfg.train.max_steps)
     tx, lr_schedule = optim.make(cfg.optim, peft.paths.split(params, mask)[0], total_steps)
     state = state_lib.create(params, mask, tx, rng_dropout)
-    train_step = step.make_train_step(
-        exp.model,
-        tx,
-        exp.regression,
-        cfg.task.label_smoothing,
-        accum_steps=cfg.train.grad_accum_steps,
+    runner = parallel.make_runner(
+        cfg,
+        state,
+        lambda axis_name: step.make_train_step(
+            exp.model,
+            tx,
+            exp.regression,
+            cfg.task.label_smoothing,
+            accum_steps=cfg.train.grad_accum_steps,
+            axis_name=axis_name,
+        ),
+        step.make_eval_step(exp.model),
     )
-    eval_step = jax.jit(step.make_eval_step(exp.model))
+    log.info("devices: %s", runner.description)
     pad = exp.tokenizer.pad_token_id or 0
     log.info(
         "train: %d examples, %d steps of %d; buckets %s pad %.1f%% of token slots",
@@ -287,25 +298,33 @@ def train_and_evaluate(config, workdir) -> dict:
         100 * batching.padding_fraction(train, bs, exp.buckets, cfg.seed),
     )
 
-    state_mgr = checkpoint.state_manager(workdir)
-    state, meta = checkpoint.restore_state(state_mgr, state)
-    state, train_step, place = distribute(state, train_step, cfg)
+    state = runner.place_state(state)
+    state_mgr = checkpoint.state_manager(workdir, cfg.train.keep_checkpoints)
+    best_mgr = cfg.train.best_metric and checkpoint.best_manager(workdir, cfg.train.best_metric)
+    restored, meta = checkpoint.restore_state(state_mgr, runner.saveable(state))
     start_step = 0
     if meta is not None:
         check_resume_config(meta["config"], cfg)
+        state = runner.place_state(restored)
         start_step = int(meta["step"])
         writer.drop_after(start_step)
         log.info("resuming from %s/%d", state_mgr.directory, start_step)
     elif cfg.train.eval_before and "validation" in exp.data:
-        result = score(exp, state.params, "validation", eval_step)
+        result = score(exp, runner.saveable(state).params, "validation", runner.eval_step)
         writer.write(0, "validation", dict(result, epoch=-1))
         log.info("before training: validation %s", _fmt(result))
 
     def save(step_count):
-        checkpoint.save_state(state_mgr, state, {"step": step_count, "config": cfg.to_dict()})
+        meta = {"step": step_count, "config": cfg.to_dict()}
+        checkpoint.save_state(state_mgr, runner.saveable(state), meta)
 
     pending, seen, t_log = [], 0, time.perf_counter()
-    bar = tqdm(total=total_steps, disable=not cfg.train.progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps,
+        disable=not (cfg.train.progress and main),
+        unit="step",
+        dynamic_ncols=True,
+    )
     bar.update(start_step)
     step_count = start_step
     with preemption_notice() as preempted:
@@ -322,7 +341,7 @@ def train_and_evaluate(config, workdir) -> dict:
                 exp.target_buckets,
                 skip=seen_in_epoch,
             ):
-                state, metrics = train_step(state, place(batch))
+                state, metrics = runner.step(state, batch)
                 pending.append(metrics)  # device arrays: no host sync until the next log
                 seen += len(indices)
                 step_count += 1
@@ -345,7 +364,7 @@ def train_and_evaluate(config, workdir) -> dict:
                 periodic = bool(every) and step_count % every == 0
                 if periodic and step_count < total_steps:
                     save(step_count)
-                if preempted() and step_count < total_steps:
+                if preempted(step_count) and step_count < total_steps:
                     if not periodic:
                         save(step_count)
                     state_mgr.wait_until_finished()
@@ -354,9 +373,14 @@ def train_and_evaluate(config, workdir) -> dict:
                 if step_count >= total_steps:
                     break
             if cfg.train.eval_every_epoch and "validation" in exp.data:
-                result = score(exp, state.params, "validation", eval_step)
+                trained = runner.saveable(state)
+                result = score(exp, trained.params, "validation", runner.eval_step)
                 writer.write(step_count, "validation", dict(result, epoch=epoch))
                 bar.write(f"epoch {epoch + 1}: validation " + _fmt(result))
+                if best_mgr:
+                    checkpoint.save_best(
+                        best_mgr, cfg.train.best_metric, step_count, trained.trainable, result
+                    )
                 t_log = time.perf_counter()  # keep eval time out of samples/s
             if step_count >= total_steps:
                 break
@@ -364,30 +388,32 @@ def train_and_evaluate(config, workdir) -> dict:
     state_mgr.wait_until_finished()
 
     # Only the trained leaves are saved; the rest is rebuilt from the base model and strategy.
-    checkpoint.save_params(workdir, step_count, state.trainable)
-    params = state.params
+    final = runner.saveable(state)
+    trained, kept_step = final.trainable, step_count
+    if best_mgr:
+        kept_step, trained, value = checkpoint.restore_best(
+            best_mgr, cfg.train.best_metric, trained
+        )
+        writer.write(step_count, "best", {cfg.train.best_metric: value, "best_step": kept_step})
+        log.info("best validation %s=%.4f at step %d", cfg.train.best_metric, value, kept_step)
+    checkpoint.save_params(workdir, kept_step, trained)
+    params = peft.paths.merge(trained, final.frozen)
     results = {
-        split: score(exp, params, split, eval_step)
+        split: score(exp, params, split, runner.eval_step)
         for split in cfg.train.eval_splits
         if split in exp.data
     }
     return finish(workdir, writer, step_count, results)
 
 
-def distribute(state, train_step, cfg):
-    """(state, jitted train step, batch placement). With several devices the state is sharded
-    over the config's mesh, the step keeps it so and each batch is split across the devices."""
-    if jax.device_count() == 1:
-        return state, jax.jit(train_step, donate_argnums=0), lambda batch: batch
-    mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
-    sharding.check_batch(cfg.train.batch_size, mesh.size)
-    state_shardings = sharding.tree_shardings(mesh, state)
-    state = jax.device_put(state, state_shardings)
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    step_fn = jax.jit(train_step, out_shardings=(state_shardings, replicated), donate_argnums=0)
-    batch_sharding = sharding.batch_sharding(mesh)
-    log.info("mesh %s over %d devices", dict(mesh.shape), mesh.size)
-    return state, step_fn, lambda batch: jax.device_put(batch, batch_sharding)
+def store_frozen(params, mask, dtype: str):
+    """Cast the leaves the strategy does not train to `dtype` (bfloat16 halves their memory);
+    trained leaves stay float32, since bf16 master weights lose updates below 2**-8 of a weight."""
+    if dtype == "float32":
+        return params
+    trainable, frozen = peft.paths.split(params, mask)
+    frozen = jax.tree_util.tree_map(lambda x: jax.numpy.asarray(x, models.DTYPES[dtype]), frozen)
+    return peft.paths.merge(trainable, frozen)
 
 
 class Preempted(Exception):  # noqa: N818 - a signal, not an error
@@ -401,22 +427,38 @@ class Preempted(Exception):  # noqa: N818 - a signal, not an error
 @contextlib.contextmanager
 def preemption_notice():
     """Turn SIGTERM (a preemption notice) into a flag the loop checks after every step, so the
-    run saves its state and exits instead of dying mid-step. Yields `preempted() -> bool`."""
+    run saves its state and exits instead of dying mid-step. Yields `preempted(step) -> bool`.
+
+    With several processes JAX's runtime catches the notice on any of them and picks one step
+    at which all of them save (a save is collective), via `reached_preemption_sync_point`."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        yield multihost_utils.reached_preemption_sync_point
+        return
     received = []
     handler = lambda signum, frame: received.append(signum)  # noqa: E731
     try:
         previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread: no notice can be received here
-        yield lambda: False
+        yield lambda step: False
         return
     try:
-        yield lambda: bool(received)
+        yield lambda step: bool(received)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-# Settings that may change between a run and its resume without changing what it computes.
-RESUME_FREE_KEYS = ("train.progress", "train.allow_config_change")
+# Settings that may change between a run and its resume without changing what it computes:
+# a resume may land on another device count or mesh shape.
+RESUME_FREE_KEYS = (
+    "train.progress",
+    "train.allow_config_change",
+    "train.keep_checkpoints",
+    "train.parallel",
+    "mesh.data",
+    "mesh.fsdp",
+)
 
 
 def check_resume_config(saved: dict, cfg) -> None:
@@ -456,7 +498,8 @@ def finish(workdir: Path, writer: MetricWriter, step_count: int, results: dict) 
     for split, result in results.items():
         writer.write(step_count, split, dict(result, final=True))
     writer.close()
-    (workdir / "eval.json").write_text(json.dumps(results, indent=2))
+    if distributed.is_main_process():
+        (workdir / "eval.json").write_text(json.dumps(results, indent=2))
     return results
 
 

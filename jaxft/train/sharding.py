@@ -68,3 +68,22 @@ def check_batch(batch_size: int, devices: int, what: str = "train.batch_size") -
             f"{what}={batch_size} does not split over the mesh's {devices} devices; use a "
             f"multiple of {devices}"
         )
+
+
+def bytes_per_device(tree, shardings) -> tuple[int, int]:
+    """(bytes the fullest device holds, bytes of the whole tree) for `tree` (arrays or
+    ShapeDtypeStructs) placed with `shardings`, counted from each leaf's shard shape."""
+    per_device: dict = {}
+    total = 0
+    leaves = jax.tree_util.tree_leaves(tree)
+    for leaf, target in zip(leaves, jax.tree_util.tree_leaves(shardings), strict=True):
+        itemsize = np.dtype(leaf.dtype).itemsize if _is_numeric(leaf) else 8  # a PRNG key: 8 B
+        total += int(np.prod(leaf.shape, dtype=np.int64)) * itemsize
+        shard = int(np.prod(target.shard_shape(leaf.shape), dtype=np.int64)) * itemsize
+        for device in target.device_set:
+            per_device[device] = per_device.get(device, 0) + shard
+    return max(per_device.values(), default=0), total
+
+
+def _is_numeric(leaf) -> bool:
+    return not jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)

@@ -88,12 +88,21 @@ def loss_sums(model, out, batch, regression: bool, label_smoothing: float):
 
 
 def _micro_batches(batch, n: int):
-    """[batch, ...] leaves -> [n, batch // n, ...]: micro-batch i holds rows i*m .. (i+1)*m - 1."""
-    return jax.tree_util.tree_map(lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), batch)
+    """[batch, ...] leaves -> [n, batch // n, ...]: micro-batch i holds rows i, i + n, i + 2n, ...
+    Strided, so on a mesh (rows split in contiguous blocks over devices) every device holds its
+    share of every micro-batch and the split needs no data movement."""
+    return jax.tree_util.tree_map(
+        lambda x: x.reshape((x.shape[0] // n, n) + x.shape[1:]).swapaxes(0, 1), batch
+    )
 
 
 def make_train_step(
-    model, tx, regression: bool = False, label_smoothing: float = 0.0, accum_steps: int = 1
+    model,
+    tx,
+    regression: bool = False,
+    label_smoothing: float = 0.0,
+    accum_steps: int = 1,
+    axis_name: str | None = None,
 ):
     """`train_step(state, batch) -> (state, {"loss", "grad_norm"})` for the model's task:
     token cross-entropy for seq2seq models, else the classification or regression loss.
@@ -101,7 +110,11 @@ def make_train_step(
     With `accum_steps > 1` the batch is split into that many micro-batches whose gradients are
     summed inside the compiled step (`lax.scan`): one optimizer update for the whole batch, with
     the activations of one micro-batch in memory. Micro-batch i draws dropout from
-    fold_in(step key, i)."""
+    fold_in(step key, i).
+
+    With `axis_name` the step runs under `jax.pmap` on a slice of the batch per device: loss and
+    gradient sums are `psum`med over that axis before the division, so every device applies the
+    update of the whole batch; each device draws its own dropout (key folded with its index)."""
 
     def summed_loss(trainable, frozen, batch, rng):
         out = forward(model, paths.merge(trainable, frozen), batch, deterministic=False, rng=rng)
@@ -127,12 +140,16 @@ def make_train_step(
             init = (jnp.zeros(()), jnp.zeros(()), zeros)
             micro = (jnp.arange(accum_steps), _micro_batches(batch, accum_steps))
             total, count, grads = jax.lax.scan(micro_step, init, micro)[0]
+        if axis_name is not None:
+            total, count, grads = jax.lax.psum((total, count, grads), axis_name)
         denominator = jnp.maximum(count, 1.0)
         grads = jax.tree_util.tree_map(lambda g: g / denominator, grads)
         return total / denominator, grads
 
     def train_step(state, batch):
         rng = jax.random.fold_in(state.rng, state.step)
+        if axis_name is not None:
+            rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
         loss, grads = gradients(state, batch, rng)
         updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)

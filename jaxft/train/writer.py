@@ -5,8 +5,14 @@ from pathlib import Path
 
 
 class MetricWriter:
-    def __init__(self, workdir):
+    """Appends records; with `enabled=False` (processes other than 0 of a multi-host run) every
+    method does nothing, so one process writes each record once."""
+
+    def __init__(self, workdir, enabled: bool = True):
         self.workdir = Path(workdir)
+        self.enabled = enabled
+        if not enabled:
+            return
         self.file = open(self.workdir / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
         try:
             from tensorboardX import SummaryWriter
@@ -16,6 +22,8 @@ class MetricWriter:
             self.tb = None
 
     def write(self, step: int, split: str, values: dict) -> None:
+        if not self.enabled:
+            return
         self.file.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
         self.file.flush()
         if self.tb is not None:
@@ -25,6 +33,8 @@ class MetricWriter:
 
     def drop_after(self, step: int) -> None:
         """Forget records past `step` (a resumed run logs those steps again)."""
+        if not self.enabled:
+            return
         self.file.close()
         path = self.workdir / "metrics.jsonl"
         kept = [r for r in read_metrics(self.workdir) if r["step"] <= step]
@@ -32,6 +42,8 @@ class MetricWriter:
         self.file = open(path, "a")  # noqa: SIM115 (closed in close())
 
     def close(self) -> None:
+        if not self.enabled:
+            return
         self.file.close()
         if self.tb is not None:
             self.tb.close()

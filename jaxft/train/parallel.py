@@ -1,0 +1,167 @@
+"""How a run's arrays and steps spread over devices and processes.
+
+- one device: the step jitted with donation, nothing else;
+- `train.parallel="mesh"` (default with several devices): the state sharded over the
+  ("data", "fsdp") mesh of `jaxft.train.sharding`, the step jitted with those shardings, each
+  global batch split over every device of every process;
+- `train.parallel="pmap"`: classic data parallelism on one process: the state replicated on
+  every local device, the batch split across them, gradient sums `psum`med inside the step.
+
+All three compute the same step; `Runner` hides which one the loop is using.
+"""
+
+import dataclasses
+import logging
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxft.errors import UserError
+from jaxft.train import sharding
+
+log = logging.getLogger(__name__)
+
+PMAP_AXIS = "devices"
+MODES = ("mesh", "pmap")
+
+
+@dataclasses.dataclass
+class Runner:
+    """The loop's view of the devices. States come in two forms: the device form that `step`
+    takes and returns, and the saveable form (each leaf one array, possibly sharded) that
+    checkpoints hold and evaluation reads."""
+
+    step: Callable  # (device state, host batch) -> (device state, metrics)
+    place_state: Callable  # saveable state -> device state
+    saveable: Callable  # device state -> saveable state
+    eval_step: Callable  # (params, host batch) -> output readable on this host
+    description: str = "1 device"
+
+
+def make_runner(cfg, state, make_train_step: Callable, eval_fn: Callable) -> Runner:
+    """The runner for the visible devices and `cfg.train.parallel`. `state` is the initial
+    (saveable) state, `make_train_step(axis_name)` builds the pure step and `eval_fn(params,
+    batch)` is the pure eval step."""
+    if cfg.train.parallel not in MODES:
+        raise UserError(f"train.parallel={cfg.train.parallel!r}; choose one of {MODES}")
+    if cfg.train.parallel == "pmap":
+        return _pmap_runner(cfg, make_train_step, eval_fn)
+    if jax.device_count() == 1:
+        return Runner(
+            step=jax.jit(make_train_step(None), donate_argnums=0),
+            place_state=lambda state: state,
+            saveable=lambda state: state,
+            eval_step=jax.jit(eval_fn),
+        )
+    return _mesh_runner(cfg, state, make_train_step, eval_fn)
+
+
+def _mesh_runner(cfg, state, make_train_step, eval_fn) -> Runner:
+    mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
+    sharding.check_batch(cfg.train.batch_size, mesh.size)
+    sharding.check_batch(cfg.train.eval_batch_size, mesh.size, "train.eval_batch_size")
+    rows = sharding.batch_sharding(mesh)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    state_shardings = sharding.tree_shardings(mesh, state)
+    jitted_step = jax.jit(
+        make_train_step(None), out_shardings=(state_shardings, replicated), donate_argnums=0
+    )
+    per_device, total = sharding.bytes_per_device(state, state_shardings)
+    log.info(
+        "train state: %.1f MiB per device (%.1f MiB in all, %.1f%%)",
+        per_device / 2**20,
+        total / 2**20,
+        100 * per_device / max(total, 1),
+    )
+
+    jitted_eval = jax.jit(eval_fn, out_shardings=replicated)  # every process reads it whole
+    return Runner(
+        step=lambda state, batch: jitted_step(state, put_batch(batch, rows)),
+        place_state=lambda state: put(state, state_shardings),
+        saveable=lambda state: state,
+        eval_step=lambda params, batch: jitted_eval(params, put_batch(batch, rows)),
+        description=f"mesh {dict(mesh.shape)} over {mesh.size} devices"
+        + (f" of {jax.process_count()} processes" if jax.process_count() > 1 else ""),
+    )
+
+
+def _pmap_runner(cfg, make_train_step, eval_fn) -> Runner:
+    n = jax.local_device_count()
+    if jax.process_count() > 1:
+        raise UserError(
+            "train.parallel=pmap runs on one process; multi-host runs use train.parallel=mesh"
+        )
+    if cfg.mesh.fsdp != 1:
+        raise UserError(
+            f"train.parallel=pmap replicates the parameters; mesh.fsdp={cfg.mesh.fsdp} needs "
+            "train.parallel=mesh"
+        )
+    sharding.check_batch(cfg.train.batch_size, n)
+    per_device = cfg.train.batch_size // n
+    if per_device % cfg.train.grad_accum_steps:
+        raise UserError(
+            f"with train.parallel=pmap each of the {n} devices gets {per_device} rows, which "
+            f"do not split into train.grad_accum_steps={cfg.train.grad_accum_steps} micro-batches"
+        )
+    pmapped = jax.pmap(make_train_step(PMAP_AXIS), axis_name=PMAP_AXIS, donate_argnums=0)
+
+    def step(state, batch):
+        per_device_batch = jax.tree_util.tree_map(
+            lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), batch
+        )
+        state, metrics = pmapped(state, per_device_batch)
+        # Every device holds the same metrics (they are psum'med); keep device 0's.
+        return state, jax.tree_util.tree_map(lambda m: m[0], metrics)
+
+    return Runner(
+        step=step,
+        place_state=lambda state: jax.tree_util.tree_map(
+            lambda x: jax.numpy.broadcast_to(x, (n,) + x.shape), state
+        ),  # a leading device axis: pmap hands copy i to device i
+        saveable=lambda state: jax.tree_util.tree_map(lambda x: x[0], state),
+        eval_step=jax.jit(eval_fn),  # evaluation runs on the first device
+        description=f"pmap over {n} devices",
+    )
+
+
+def put(tree, shardings):
+    """Place every leaf of `tree` with its sharding. With several processes each builds its own
+    shards from its (identical) copy of the leaf, as `device_put` cannot address other hosts."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+
+    def one(leaf, target):
+        if isinstance(leaf, jax.Array) and leaf.sharding == target:
+            return leaf
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            data = one(jax.random.key_data(leaf), target)
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, target, lambda index: host[index])
+
+    return jax.tree_util.tree_map(one, tree, shardings)
+
+
+def local_rows(target: NamedSharding, shape: tuple[int, ...]) -> slice:
+    """The rows of a global batch of `shape` that this process's devices hold under `target`."""
+    starts, stops = [], []
+    for index in target.addressable_devices_indices_map(shape).values():
+        rows = index[0]
+        starts.append(rows.start or 0)
+        stops.append(shape[0] if rows.stop is None else rows.stop)
+    return slice(min(starts), max(stops))
+
+
+def put_batch(batch: dict, target: NamedSharding) -> dict:
+    """A host batch (every process builds the same global batch) as global arrays split by rows:
+    each process hands over only its own rows."""
+    if jax.process_count() == 1:
+        return jax.device_put(batch, target)
+    return {
+        name: jax.make_array_from_process_local_data(
+            target, x[local_rows(target, x.shape)], x.shape
+        )
+        for name, x in batch.items()
+    }
