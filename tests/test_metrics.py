@@ -37,3 +37,16 @@ def test_regression_metrics():
     assert out["spearman"] == pytest.approx(1.0)
     assert 0.9 < out["pearson"] < 1.0
     assert out["mse"] == pytest.approx(np.mean((y - y**3) ** 2))
+
+
+def test_validation_loss_is_the_mean_cross_entropy():
+    import optax
+
+    from jaxft.metrics import classification as metrics_lib
+
+    logits = np.array([[2.0, -1.0, 0.5], [0.1, 0.2, 3.0], [-2.0, 1.0, 0.0]])
+    labels = np.array([0, 2, 0])
+    expected = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    out = metrics_lib.from_logits(labels, logits, is_regression=False)
+    assert out["loss"] == pytest.approx(float(expected), rel=1e-6)
+    assert out["accuracy"] == pytest.approx(2 / 3)

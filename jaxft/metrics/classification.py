@@ -1,7 +1,25 @@
 """Sentence-level metrics on host numpy arrays: accuracy, macro-F1, MCC; Pearson, Spearman."""
 
 import numpy as np
+import scipy.special
 import scipy.stats
+
+
+def from_logits(labels: np.ndarray, logits: np.ndarray, is_regression: bool) -> dict:
+    """The metrics of a split from the model's outputs [examples, outputs]: regression metrics,
+    or accuracy, macro-F1, MCC and the mean cross-entropy (`loss`, the training objective)."""
+    if is_regression:
+        return regression(labels, logits[:, 0])
+    return {
+        **classification(labels, logits.argmax(-1), logits.shape[-1]),
+        "loss": cross_entropy(labels, logits),
+    }
+
+
+def cross_entropy(labels: np.ndarray, logits: np.ndarray) -> float:
+    logits = np.asarray(logits, np.float64)
+    picked = logits[np.arange(len(labels)), np.asarray(labels)]
+    return float(np.mean(scipy.special.logsumexp(logits, axis=-1) - picked))
 
 
 def classification(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> dict:

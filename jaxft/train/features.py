@@ -98,9 +98,7 @@ def train_and_evaluate(exp, cfg, params, workdir: Path, writer: MetricWriter) ->
     def score(split):
         logits = np.asarray(logits_of(head_params, cached[split]))
         labels = exp.data[split].labels
-        if exp.regression:
-            return metrics_lib.regression(labels, logits[:, 0])
-        return metrics_lib.classification(labels, logits.argmax(-1), len(exp.label_names))
+        return metrics_lib.from_logits(labels, logits, exp.regression)
 
     checkpoint.save_params(workdir, step_count, {"head": head_params})
     results = {s: score(s) for s in cfg.train.eval_splits if s in exp.data}

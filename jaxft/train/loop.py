@@ -192,9 +192,7 @@ def score(exp: Experiment, params, split: str, eval_step) -> dict:
         exp.tokenizer.pad_token_id or 0,
         num_outputs(exp.config, exp.label_names),
     )
-    if exp.regression:
-        return metrics_lib.regression(data.labels, logits[:, 0])
-    return metrics_lib.classification(data.labels, logits.argmax(-1), len(exp.label_names))
+    return metrics_lib.from_logits(data.labels, logits, exp.regression)
 
 
 def resolved_config(exp: Experiment):
