@@ -240,13 +240,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _losses_on_two_processes(model_dir, files, workdir):
-    """The 5 steps as 2 processes x 4 fake devices joined over localhost (gloo collectives)."""
+def _two_processes(command):
+    """Start `command` as processes 0 and 1 of a run of 2 x 4 fake devices on localhost."""
     import subprocess
 
-    flags = ["--coordinator", f"localhost:{_free_port()}", "--num_processes", "2"]
-    command = _layout_command(model_dir, files, workdir, *flags)
-    processes = [
+    command = command + ["--coordinator", f"localhost:{_free_port()}", "--num_processes", "2"]
+    return [
         subprocess.Popen(
             command + ["--process_id", str(i)],
             env=_fake_devices(4),
@@ -256,9 +255,18 @@ def _losses_on_two_processes(model_dir, files, workdir):
         )
         for i in range(2)
     ]
+
+
+def _finish(processes) -> list[tuple[str, str]]:
     outputs = [p.communicate(timeout=300) for p in processes]
     for p, (_, err) in zip(processes, outputs, strict=True):
         assert p.returncode == 0, err[-3000:]
+    return outputs
+
+
+def _losses_on_two_processes(model_dir, files, workdir):
+    """The 5 steps as 2 processes x 4 fake devices joined over localhost (gloo collectives)."""
+    outputs = _finish(_two_processes(_layout_command(model_dir, files, workdir)))
     assert "over 8 devices of 2 processes" in outputs[0][1]
     return [r["loss"] for r in read_metrics(workdir) if r["split"] == "train"]
 
@@ -322,6 +330,36 @@ def test_a_mesh_that_does_not_cover_the_devices_is_an_error():
         sharding.make_mesh(3, 4, devices)
     with pytest.raises(UserError, match="train.batch_size=30 does not split over the mesh's 8"):
         sharding.check_batch(30, 8)
+
+
+@needs_torch
+def test_a_preemption_notice_to_one_process_saves_all_at_one_step(
+    tiny_model_dir, sentiment_files, tmp_path
+):
+    import signal
+    import time
+
+    command = _layout_command(
+        tiny_model_dir,
+        sentiment_files,
+        tmp_path,
+        "--config.train.max_steps=0",  # all 5 epochs: 50 steps
+        "--config.train.checkpoint_every=0",
+    )
+    processes = _two_processes(command)
+    deadline = time.time() + 240
+    while not (tmp_path / "metrics.jsonl").exists() or len(read_metrics(tmp_path)) < 10:
+        assert time.time() < deadline and all(p.poll() is None for p in processes)
+        time.sleep(0.1)
+    processes[1].send_signal(signal.SIGTERM)  # process 0 hears of it through JAX's runtime
+    outputs = _finish(processes)
+    said = [out.split("preempted at step ")[1].split(":")[0] for out, _ in outputs]
+    assert said[0] == said[1]  # both saved the same step
+    assert [p.name for p in (tmp_path / "train_state").iterdir()] == [said[0]]
+    outputs = _finish(_two_processes(command))
+    assert f"resuming from {tmp_path / 'train_state'}/{said[0]}" in outputs[0][1]
+    steps = [r["step"] for r in read_metrics(tmp_path) if r["split"] == "train"]
+    assert steps == list(range(1, 51))
 
 
 def test_a_coordinator_that_never_answers_is_a_clear_error(tmp_path):

@@ -66,7 +66,10 @@ def _mesh_runner(cfg, state, make_train_step, eval_fn) -> Runner:
     replicated = NamedSharding(mesh, PartitionSpec())
     state_shardings = sharding.tree_shardings(mesh, state)
     jitted_step = jax.jit(
-        make_train_step(None), out_shardings=(state_shardings, replicated), donate_argnums=0
+        make_train_step(None),
+        in_shardings=(state_shardings, rows),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=0,
     )
     per_device, total = sharding.bytes_per_device(state, state_shardings)
     log.info(
