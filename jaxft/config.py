@@ -57,6 +57,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.mesh = ml_collections.ConfigDict()  # used when more than one device is visible
     c.mesh.data = -1  # data-parallel size; -1 = all devices the fsdp axis leaves
     c.mesh.fsdp = 1  # fully-sharded size: params and optimizer state split over it
+    c.mesh.rules = ()  # "REGEX=SPEC" overrides, e.g. "embedding$=none fsdp" (see sharding.py)
 
     c.strategy = peft.defaults()  # name and per-strategy settings: see jaxft/peft/__init__.py
 

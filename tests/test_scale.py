@@ -408,6 +408,18 @@ for fsdp in (1, 8):
     mesh = sharding.make_mesh(8 // fsdp, fsdp)
     per_device, total = sharding.bytes_per_device(state, sharding.tree_shardings(mesh, state))
     print(fsdp, per_device, total)
+# A rule moves the word embeddings' split to their columns, in the params and both moments.
+rules = ("word_embeddings/embedding$=none fsdp",)
+shardings = sharding.tree_shardings(mesh, state, rules)
+leaves = jax.tree_util.tree_leaves_with_path(shardings)
+specs = {sharding.leaf_path(kp): s.spec for kp, s in leaves}
+moved = [p for p in specs if p.endswith("word_embeddings/embedding")]
+assert len(moved) == 3, moved
+assert all(specs[p] == jax.sharding.PartitionSpec(None, "fsdp") for p in moved), moved
+try:
+    sharding.tree_shardings(mesh, state, ("word_embeddings/embedding$=fsdp none",))
+except Exception as e:
+    print("error:", e)
 """
     done = subprocess.run(
         [sys.executable, "-c", script],
@@ -417,9 +429,11 @@ for fsdp in (1, 8):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "error: mesh.rules 'word_embeddings/embedding$=fsdp none': " in done.stdout
+    assert "dim of size 30522 does not split over mesh.fsdp=8" in done.stdout
     rows = {
         int(f): (int(p), int(t))
-        for f, p, t in (line.split() for line in done.stdout.split("\n") if line)
+        for f, p, t in (line.split() for line in done.stdout.split("\n") if line[:1].isdigit())
     }
     replicated, total = rows[1]
     sharded, _ = rows[8]
@@ -428,3 +442,26 @@ for fsdp in (1, 8):
     assert 1.2e9 < total < 1.4e9
     assert sharded / total < 1 / 8 + 0.005  # only LayerNorms and biases stay whole
     print(f"fsdp=8: {sharded / 2**20:.1f} MiB per device of {total / 2**20:.1f} MiB")
+
+
+def test_mesh_rules_override_the_default_split_and_must_match():
+    import jax.numpy as jnp
+    from jax.sharding import PartitionSpec
+
+    from jaxft.train import sharding
+
+    mesh = sharding.make_mesh(1, 1)
+    tree = {"emb": {"embedding": jnp.zeros((64, 8))}, "dense": {"kernel": jnp.zeros((8, 8))}}
+    shardings = sharding.tree_shardings(mesh, tree, ("emb/embedding$=fsdp none",))
+    assert shardings["emb"]["embedding"].spec == PartitionSpec("fsdp", None)
+    assert shardings["dense"]["kernel"].spec == PartitionSpec()
+    replicated = sharding.tree_shardings(mesh, tree, ("kernel=replicated",))
+    assert replicated["dense"]["kernel"].spec == PartitionSpec()
+    with pytest.raises(UserError, match=r"'embeding=none' matches no leaf; paths look like"):
+        sharding.tree_shardings(mesh, tree, ("embeding=none",))
+    with pytest.raises(UserError, match="'fsdpp' is not fsdp, data or none"):
+        sharding.tree_shardings(mesh, tree, ("kernel=fsdpp none",))
+    with pytest.raises(UserError, match="gives 3 dims to dense/kernel of shape"):
+        sharding.tree_shardings(mesh, tree, ("kernel=none none fsdp",))
+    with pytest.raises(UserError, match="must look like REGEX=SPEC"):
+        sharding.tree_shardings(mesh, tree, ("kernel",))

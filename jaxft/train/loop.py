@@ -456,6 +456,7 @@ RESUME_FREE_KEYS = (
     "train.parallel",
     "mesh.data",
     "mesh.fsdp",
+    "mesh.rules",
 )
 
 

@@ -64,7 +64,7 @@ def _mesh_runner(cfg, state, make_train_step, eval_fn) -> Runner:
     sharding.check_batch(cfg.train.eval_batch_size, mesh.size, "train.eval_batch_size")
     rows = sharding.batch_sharding(mesh)
     replicated = NamedSharding(mesh, PartitionSpec())
-    state_shardings = sharding.tree_shardings(mesh, state)
+    state_shardings = sharding.tree_shardings(mesh, state, cfg.mesh.rules)
     jitted_step = jax.jit(
         make_train_step(None),
         in_shardings=(state_shardings, rows),

@@ -5,7 +5,14 @@ state are fully sharded over "fsdp": each large leaf splits its largest dimensio
 size divides (small leaves are replicated); optimizer moments have their parameter's shape, so
 the same rule shards them alike. The train step is jitted with these shardings, so XLA inserts
 the all-gathers and reduce-scatters; the result is the single-device computation.
+
+`mesh.rules` overrides that default for the leaves whose path matches a regex: each rule is
+"REGEX=SPEC", SPEC one mesh axis (fsdp, data) or `none` per dimension, space-separated, or
+`replicated`. The first matching rule wins; optimizer moments match through their parameter's
+path (it ends theirs).
 """
+
+import re
 
 import jax
 import numpy as np
@@ -48,12 +55,71 @@ def leaf_spec(shape: tuple[int, ...], fsdp: int) -> PartitionSpec:
     return PartitionSpec()
 
 
-def tree_shardings(mesh: Mesh, tree):
-    """A NamedSharding per leaf of `tree` (params, optimizer state or a whole TrainState)."""
+def parse_rules(rules) -> list[tuple[re.Pattern, PartitionSpec]]:
+    """("REGEX=SPEC", ...) -> [(compiled regex, PartitionSpec)]."""
+    parsed = []
+    for rule in rules:
+        pattern, eq, spec = rule.rpartition("=")
+        if not eq or not pattern:
+            raise UserError(
+                f"mesh.rules entry {rule!r} must look like REGEX=SPEC, e.g. 'embedding$=fsdp none'"
+            )
+        dims = spec.split()
+        if dims == ["replicated"]:
+            dims = []
+        unknown = [d for d in dims if d not in (*AXES, "none")]
+        if unknown:
+            raise UserError(f"mesh.rules entry {rule!r}: {unknown[0]!r} is not fsdp, data or none")
+        parsed.append(
+            (re.compile(pattern), PartitionSpec(*(None if d == "none" else d for d in dims)))
+        )
+    return parsed
+
+
+def leaf_path(key_path) -> str:
+    """'/'-joined names of a key path through dicts, lists and dataclass fields."""
+    names = (getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in key_path)
+    return "/".join(str(n) for n in names)
+
+
+def tree_shardings(mesh: Mesh, tree, rules=()):
+    """A NamedSharding per leaf of `tree` (params, optimizer state or a whole TrainState): the
+    first of `rules` (see `parse_rules`) whose regex its path matches, else `leaf_spec`."""
     fsdp = mesh.shape["fsdp"]
-    return jax.tree_util.tree_map(
-        lambda x: NamedSharding(mesh, leaf_spec(tuple(np.shape(x)), fsdp)), tree
-    )
+    parsed = parse_rules(rules)
+    used = set()
+
+    def one(key_path, x):
+        path, shape = leaf_path(key_path), tuple(np.shape(x))
+        for i, (pattern, spec) in enumerate(parsed):
+            if pattern.search(path):
+                used.add(i)
+                _check_spec(mesh, path, shape, spec, rules[i])
+                return NamedSharding(mesh, spec)
+        return NamedSharding(mesh, leaf_spec(shape, fsdp))
+
+    shardings = jax.tree_util.tree_map_with_path(one, tree)
+    unused = [rules[i] for i in range(len(parsed)) if i not in used]
+    if unused:
+        from jaxft.peft.paths import nearest
+
+        paths = [leaf_path(kp) for kp, _ in jax.tree_util.tree_leaves_with_path(tree)]
+        raise UserError(
+            f"mesh.rules entry {unused[0]!r} matches no leaf; paths look like "
+            + ", ".join(nearest(unused[0].rpartition("=")[0], paths))
+        )
+    return shardings
+
+
+def _check_spec(mesh, path, shape, spec, rule):
+    if len(spec) > len(shape):
+        raise UserError(f"mesh.rules {rule!r} gives {len(spec)} dims to {path} of shape {shape}")
+    for size, axis in zip(shape, spec, strict=False):
+        if axis is not None and size % mesh.shape[axis]:
+            raise UserError(
+                f"mesh.rules {rule!r}: {path} dim of size {size} does not split over "
+                f"mesh.{axis}={mesh.shape[axis]}"
+            )
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
