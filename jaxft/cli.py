@@ -121,6 +121,11 @@ def run(argv) -> int:
         for row in inference.predict(args.workdir, texts, pairs):
             if args.json:
                 print(json.dumps(row))
+            elif "entities" in row:
+                spans = [
+                    f"{e['type']}[{e['start']}:{e['end']}]={e['text']}" for e in row["entities"]
+                ]
+                print(f"{'; '.join(spans) or '-'}\t{row['text']}")
             elif "generated" in row:
                 print(f"{row['generated']}\t{row['text']}")
             elif "value" in row:

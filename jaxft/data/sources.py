@@ -2,7 +2,8 @@
 
 A source returns `{split: Examples}` and, when the dataset fixes them, the label names in
 index order. Splits are plain Python lists; tokenization happens later, in `batching`.
-For seq2seq sources (translation, headline generation) `label` holds the target text.
+For seq2seq sources (translation, headline generation) `label` holds the target text; for token
+classification (NER) `words` holds each sentence's words and `label` their tags.
 """
 
 import dataclasses
@@ -25,6 +26,7 @@ class Examples:
     # Raw labels (strings or numbers), mapped to ids by `tasks`; for seq2seq, the target text.
     label: list
     text_pair: list[str] | None = None
+    words: list[list[str]] | None = None  # token classification: the words `label` tags
 
     def __len__(self) -> int:
         return len(self.text)
@@ -163,11 +165,54 @@ def bbc_topic():
     return _split_pairs(keys, texts, labels), sorted(set(labels))
 
 
+def read_conll(path: Path) -> list[tuple[list[str], list[str]]]:
+    """(words, tags) per sentence of a CoNLL-style file: one `word<TAB>tag` (or space-separated,
+    the tag last) per line, a blank line between sentences."""
+    sentences, words, tags = [], [], []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                if words:
+                    sentences.append((words, tags))
+                words, tags = [], []
+                continue
+            if len(fields) < 2:
+                raise UserError(
+                    f"{path}, line {number}: {line.strip()!r} has no tag; each line must be "
+                    "'word<TAB>tag', with a blank line between sentences"
+                )
+            words.append(fields[0])
+            tags.append(fields[-1])
+    if words:
+        sentences.append((words, tags))
+    return sentences
+
+
+def _tagged(sentences) -> Examples:
+    return Examples(
+        text=[" ".join(w) for w, _ in sentences],
+        label=[t for _, t in sentences],
+        words=[w for w, _ in sentences],
+    )
+
+
+def wnut16():
+    """WNUT-16 NER tweets (10 entity types, BIO); sentence i: i % 10 == 0 test, 1 validation."""
+    sentences = read_conll(assets.data_file("wnut16"))
+    by_split = {s: [] for s in SPLITS}
+    for i, sentence in enumerate(sentences):
+        by_split[{0: "test", 1: "validation"}.get(i % 10, "train")].append(sentence)
+    tags = {t for _, sentence_tags in sentences for t in sentence_tags}
+    return {s: _tagged(v) for s, v in by_split.items()}, ["O", *sorted(tags - {"O"})]
+
+
 BUILTIN = {
     "rotten_tomatoes": rotten_tomatoes,
     "bible_en_es": bible_en_es,
     "bbc_headlines": bbc_headlines,
     "bbc_topic": bbc_topic,
+    "wnut16": wnut16,
 }
 FILE_FORMATS = {
     ".csv": "csv",
@@ -175,6 +220,7 @@ FILE_FORMATS = {
     ".jsonl": "json",
     ".json": "json",
     ".parquet": "parquet",
+    ".conll": "conll",
 }
 
 
@@ -196,6 +242,11 @@ def local_files(
             raise UserError(
                 f"{path}: unknown file type {path.suffix!r}; use {sorted(FILE_FORMATS)}"
             )
+        if fmt == "conll":
+            splits[split] = _tagged(read_conll(path))
+            if not len(splits[split]):
+                raise UserError(f"the {split!r} split is empty: {path} has no sentences")
+            continue
         kwargs = {"delimiter": "\t"} if path.suffix == ".tsv" else {}
         try:
             table = datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
@@ -209,12 +260,28 @@ def local_files(
                     f"{path} has no column {column!r}; its columns are {table.column_names}. "
                     "Set --config.data.text_column / text_pair_column / label_column."
                 )
+        texts = table[text_column]
+        if texts and isinstance(texts[0], list):  # pre-split words, each tagged: NER
+            splits[split] = _words_and_tags(path, texts, table[label_column], label_column)
+            continue
         splits[split] = Examples(
-            text=[str(t) for t in table[text_column]],
+            text=[str(t) for t in texts],
             label=list(table[label_column]),
             text_pair=[str(t) for t in table[text_pair_column]] if text_pair_column else None,
         )
     return splits, None
+
+
+def _words_and_tags(path, words, tags, label_column) -> Examples:
+    for row, (w, t) in enumerate(zip(words, tags, strict=True)):
+        if not isinstance(t, list) or len(t) != len(w):
+            raise UserError(
+                f"{path}, row {row}: {len(w)} words but {label_column!r} is {t!r}; token "
+                "classification needs one tag per word"
+            )
+    return _tagged(
+        [([str(x) for x in w], [str(x) for x in t]) for w, t in zip(words, tags, strict=True)]
+    )
 
 
 def load(data_config):

@@ -1,5 +1,6 @@
 """`from_pretrained`: a Hugging Face model folder -> (Flax module, params)."""
 
+import dataclasses
 import logging
 
 import jax
@@ -148,6 +149,8 @@ def build_model(
             f"{sorted(bert.MODEL_TYPES) + list(t5.MODEL_TYPES)}"
         )
     config = bert.BertConfig.from_hf_config(hf_cfg)
+    if head == "token_classification":  # as *ForTokenClassification: no pooler, nothing unused
+        config = dataclasses.replace(config, add_pooling_layer=False)
     head_config = None
     if head is not None:
         head_config = _head_config(

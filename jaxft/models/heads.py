@@ -1,7 +1,9 @@
-"""Task heads on top of an encoder: sequence classification and regression.
+"""Task heads on top of an encoder: sequence classification and regression, and token
+classification (a label per token, for NER).
 
 A head sees the encoder's last hidden state, its pooler output and the attention mask, and
-returns float32 logits. Its parameters live under `head/` so strategies can select them.
+returns float32 logits: [batch, num_labels], or [batch, tokens, num_labels] per token. Its
+parameters live under `head/` so strategies can select them.
 """
 
 import dataclasses
@@ -11,7 +13,7 @@ import jax.numpy as jnp
 
 from jaxft.models.layers import Dense, Dtype
 
-HEAD_KINDS = ("classification",)
+HEAD_KINDS = ("classification", "token_classification")
 POOLINGS = ("cls", "mean")
 
 
@@ -42,14 +44,18 @@ def mean_pool(hidden, attention_mask):
 
 
 def pool(config: HeadConfig, hidden, pooled, attention_mask):
-    """The head's input: the pooler output ("cls") or the masked mean of hidden states."""
+    """The head's input: every token's hidden state (token classification), else the pooler
+    output ("cls") or the masked mean of hidden states."""
+    if config.kind == "token_classification":
+        return hidden
     if config.pooling == "mean" or pooled is None:
         return mean_pool(hidden, attention_mask)
     return pooled
 
 
-class SequenceClassificationHead(nn.Module):
-    """dropout -> Dense(num_labels) over pooled features, as BertForSequenceClassification."""
+class ClassificationHead(nn.Module):
+    """dropout -> Dense(num_labels) over pooled features (BertForSequenceClassification) or over
+    every token's hidden state (BertForTokenClassification): the same layers either way."""
 
     config: HeadConfig
     dtype: Dtype = jnp.float32
@@ -62,11 +68,12 @@ class SequenceClassificationHead(nn.Module):
 
 
 def build(config: HeadConfig, dtype, name: str) -> nn.Module:
-    return {"classification": SequenceClassificationHead}[config.kind](config, dtype, name=name)
+    return ClassificationHead(config, dtype, name=name)
 
 
 def hf_name_map(config: HeadConfig) -> dict[str, tuple[str, str]]:
-    """Head paths -> keys in a Hugging Face *ForSequenceClassification checkpoint."""
+    """Head paths -> keys in a Hugging Face *ForSequenceClassification or
+    *ForTokenClassification checkpoint (both name the layer `classifier`)."""
     return {
         "head/classifier/kernel": ("classifier.weight", "linear"),
         "head/classifier/bias": ("classifier.bias", "copy"),

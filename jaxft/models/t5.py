@@ -382,7 +382,7 @@ class T5Model(nn.Module):
             attention_mask = jnp.ones_like(input_ids)
         memory = self.encode(input_ids, attention_mask, deterministic)
         if self.head is not None:
-            features = heads_lib.mean_pool(memory, attention_mask)
+            features = heads_lib.pool(self.head, memory, None, attention_mask)
             logits = self.task_head(features, deterministic)
             return ModelOutput(last_hidden_state=memory.astype(jnp.float32), logits=logits)
         if self.encoder_only or decoder_input_ids is None:

@@ -24,6 +24,11 @@ from jaxft.peft import ia3, lora, paths
 
 PEFT_PREFIX = "base_model.model."
 HF_CLASSES = {"bert": "BertForSequenceClassification"}
+# Token classification heads are the same Dense on every hidden state in BERT and RoBERTa.
+HF_TOKEN_CLASSES = {
+    "bert": "BertForTokenClassification",
+    "roberta": "RobertaForTokenClassification",
+}
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -36,9 +41,13 @@ TOKENIZER_FILES = (
 
 
 def _check_exportable(model):
-    if model.head is None or model.head.kind != "classification":
+    if model.head is None:
         raise UserError("export needs a model with a classification head")
     model_type = model.config.model_type
+    if model.head.kind == "token_classification":
+        if model_type not in HF_TOKEN_CLASSES:
+            raise UserError(f"token classification export supports {sorted(HF_TOKEN_CLASSES)}")
+        return
     if model_type not in HF_CLASSES:
         raise UserError(
             f"export of {model_type!r} models is not supported yet: Hugging Face's "
@@ -67,6 +76,9 @@ def save_hf(params, model, base_dir, out, label_names=None) -> Path:
     _check_exportable(model)
     plain = ia3.fold(lora.merge(params))
     flat = paths.flatten(plain)
+    token_task = model.head.kind == "token_classification"
+    if token_task:  # *ForTokenClassification has no pooler
+        flat = {p: v for p, v in flat.items() if not p.startswith("pooler/")}
     names = _name_map(model)
     leftover = sorted(p for p in flat if p not in names)
     if leftover:
@@ -82,8 +94,9 @@ def save_hf(params, model, base_dir, out, label_names=None) -> Path:
     config = hf.read_config(Path(base_dir))
     num_labels = model.head.num_labels
     label_names = list(label_names or [f"LABEL_{i}" for i in range(num_labels)])
+    classes = HF_TOKEN_CLASSES if token_task else HF_CLASSES
     config.update(
-        architectures=[HF_CLASSES[model.config.model_type]],
+        architectures=[classes[model.config.model_type]],
         num_labels=num_labels,
         id2label={str(i): n for i, n in enumerate(label_names)}
         if num_labels > 1
@@ -92,6 +105,8 @@ def save_hf(params, model, base_dir, out, label_names=None) -> Path:
         problem_type="regression" if num_labels == 1 else "single_label_classification",
         classifier_dropout=model.head.dropout,
     )
+    if token_task:
+        del config["problem_type"]
     (out / "config.json").write_text(json.dumps(config, indent=2))
     for name in TOKENIZER_FILES:
         if (Path(base_dir) / name).is_file():

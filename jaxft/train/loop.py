@@ -23,7 +23,7 @@ from jaxft.data import batching, sources, tasks
 from jaxft.errors import UserError
 from jaxft.metrics import classification as metrics_lib
 from jaxft.models import t5
-from jaxft.train import checkpoint, distributed, optim, parallel, seq2seq, step
+from jaxft.train import checkpoint, distributed, optim, parallel, seq2seq, step, tokens
 from jaxft.train import state as state_lib
 from jaxft.train.writer import MetricWriter
 
@@ -69,14 +69,19 @@ def load_tokenizer(config):
         )
     else:
         folder = assets.model_dir(str(config.model))
-    return AutoTokenizer.from_pretrained(str(folder))
+    options = {}
+    model_type = models.hf_config(config.model, config.model_config.to_dict()).get("model_type")
+    if config.task.kind == "token_classification" and model_type == "roberta":
+        options["add_prefix_space"] = True  # byte-level BPE needs it for pre-split words
+    return AutoTokenizer.from_pretrained(str(folder), **options)
 
 
 def build_model(config, num_labels, rng=None, load_weights=True):
     """(model, params) for the config's task: pretrained weights, random ones when
     `config.random_init`, or None when `load_weights=False` (a workdir restores them)."""
+    head = {"seq2seq": "seq2seq", "token_classification": "token_classification"}
     kwargs = dict(
-        head="seq2seq" if config.task.kind == "seq2seq" else "classification",
+        head=head.get(config.task.kind, "classification"),
         num_labels=num_labels,
         dtype=config.dtype,
         pooling=config.task.pooling,
@@ -120,6 +125,9 @@ def prepare(config, splits=None, load_weights=True) -> Experiment:
     data = {}
     for split in splits or raw:
         _check_split(raw, split)
+        if config.task.kind == "token_classification":
+            data[split] = tokens.prepare_split(split, raw[split], tokenizer, config, label_names)
+            continue
         labels = tasks.encode_labels(config.task.kind, split, raw[split], label_names)
         data[split] = batching.tokenize(tokenizer, raw[split], labels, config.data.max_length)
         if data[split].truncated:
@@ -182,6 +190,8 @@ def score(exp: Experiment, params, split: str, eval_step) -> dict:
     """Metrics of `params` on one split (every example counted once; padding rows dropped)."""
     if exp.seq2seq:
         return seq2seq.score(exp, params, split, eval_step)
+    if exp.config.task.kind == "token_classification":
+        return tokens.score(exp, params, split, eval_step)
     data = exp.data[split]
     logits = all_logits(
         data,
@@ -258,8 +268,11 @@ def train_and_evaluate(config, workdir) -> dict:
         },
     )
     if peft.names(cfg.strategy) == ["features"]:
-        if exp.seq2seq:
-            raise UserError("the features strategy trains a classifier head; seq2seq has none")
+        if exp.seq2seq or exp.config.task.kind == "token_classification":
+            raise UserError(
+                "the features strategy trains a sentence classifier on pooled features; "
+                f"task.kind={exp.config.task.kind} needs another strategy (e.g. frozen)"
+            )
         from jaxft.train import features
 
         return features.train_and_evaluate(exp, cfg, params, workdir, writer)

@@ -12,6 +12,12 @@ def is_seq2seq(model) -> bool:
     return isinstance(model, t5.T5Model) and not model.encoder_only
 
 
+def is_token_task(model) -> bool:
+    """A label per token (NER), not per sequence."""
+    head = getattr(model, "head", None)
+    return head is not None and head.kind == "token_classification"
+
+
 def example_losses(logits, labels, regression: bool):
     """Per-row loss: squared error (regression) or cross-entropy."""
     if regression:
@@ -78,9 +84,10 @@ def forward(model, params, batch, deterministic, rng=None):
 
 def loss_sums(model, out, batch, regression: bool, label_smoothing: float):
     """(summed loss, count it is averaged over): real rows for classification and regression,
-    real target tokens for seq2seq. Sums add up across micro-batches, so the mean over a whole
-    accumulated batch is exactly the mean over one big batch."""
-    if is_seq2seq(model):
+    real target tokens for seq2seq and labelled tokens for token classification. Sums add up
+    across micro-batches, so the mean over a whole accumulated batch is exactly the mean over one
+    big batch."""
+    if is_seq2seq(model) or is_token_task(model):
         return token_losses(out.logits, batch["labels"], batch["weights"], label_smoothing)
     weights = batch["weights"]
     per_example = example_losses(out.logits, batch["labels"], regression)
@@ -161,13 +168,16 @@ def make_train_step(
 
 
 def make_eval_step(model):
-    """`eval_step(params, batch)`: logits [batch, outputs] of a classifier or regressor, or for a
-    seq2seq model the teacher-forced (summed token loss, token count) of the batch."""
+    """`eval_step(params, batch)`: logits [batch, outputs] of a classifier or regressor, the
+    predicted tag id of every token [batch, tokens] of a token classifier, or for a seq2seq
+    model the teacher-forced (summed token loss, token count) of the batch."""
 
     def eval_step(params, batch):
         out = forward(model, params, batch, deterministic=True)
         if is_seq2seq(model):
             return token_losses(out.logits, batch["labels"], batch["weights"])
+        if is_token_task(model):
+            return jnp.argmax(out.logits, axis=-1).astype(jnp.int32)
         return out.logits
 
     return eval_step

@@ -1,0 +1,216 @@
+"""WNUT-16 NER: jaxft against Hugging Face PyTorch token classification, side by side.
+
+Fine-tunes all-MiniLM-L6-v2 on the built-in WNUT-16 split twice in one process: with jaxft
+(`experiments/wnut_ner.py`), then with `transformers.BertForTokenClassification` in a plain
+PyTorch loop with the same settings (first sub-token of each word labelled, the others -100;
+max length 128, batch 32, AdamW lr 5e-5 with no weight decay, no warmup, linear decay, grad-norm
+clip 1.0, 5 epochs, shuffled batches). Both are scored on the test split with entity-level micro
+F1 (the `seqeval` package for the HF run when it is installed, else jaxft's scorer, which
+matches it). Writes `benchmarks/results/ner_hf.{md,json}`.
+
+    python benchmarks/ner_hf.py                # ~8 minutes on 2 CPU cores
+    python benchmarks/ner_hf.py --epochs 1     # quicker
+
+Needs torch (`pip install -e .[test]`).
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_jaxft(args, workdir):
+    from jaxft import config as config_lib
+    from jaxft.train import loop
+    from jaxft.train.writer import read_metrics
+
+    config = config_lib.load_experiment(str(ROOT / "experiments/wnut_ner.py"))
+    config.seed = args.seed
+    config.train.epochs = args.epochs
+    config.train.batch_size = args.batch_size
+    config.optim.lr = args.lr
+    config.data.max_length = args.max_length
+    config.train.progress = False
+    config.train.eval_every_epoch = False
+    config.train.eval_splits = ("test",)
+    start = time.perf_counter()
+    results = loop.train_and_evaluate(config, workdir)
+    train = [r for r in read_metrics(workdir) if r["split"] == "train"]
+    # The first log window includes compilation; steady-state throughput leaves it out.
+    steady = [r["samples_per_s"] for r in train[1:]] or [train[0]["samples_per_s"]]
+    return {
+        **{f"test_{k}": v for k, v in results["test"].items()},
+        "train_samples_per_s": float(np.median(steady)),
+        "wall_s": time.perf_counter() - start,
+    }
+
+
+def _entity_scores(gold, predicted) -> dict:
+    try:
+        from seqeval import metrics
+    except ImportError:  # jaxft's scorer has the same semantics (tests/test_ner_metric.py)
+        from jaxft.metrics import ner
+
+        return ner.scores(gold, predicted)
+    return {
+        "f1": metrics.f1_score(gold, predicted),
+        "precision": metrics.precision_score(gold, predicted),
+        "recall": metrics.recall_score(gold, predicted),
+        "accuracy": metrics.accuracy_score(gold, predicted),
+    }
+
+
+def run_hf(args):
+    import torch
+    import transformers
+
+    from jaxft import assets
+    from jaxft.data import sources
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(os.cpu_count() or 1)
+    model_dir = assets.model_dir("all-MiniLM-L6-v2")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    splits, names = sources.wnut16()
+    index = {n: i for i, n in enumerate(names)}
+
+    def encode(split):
+        """HF's recipe: label a word's first sub-token, -100 on the rest and on specials."""
+        enc = tokenizer(
+            splits[split].words, is_split_into_words=True, truncation=True, max_length=128
+        )
+        rows = []
+        for i, ids in enumerate(enc["input_ids"]):
+            labels, previous = [], None
+            for w in enc.word_ids(i):
+                first = w is not None and w != previous
+                labels.append(index[splits[split].label[i][w]] if first else -100)
+                previous = w
+            rows.append((ids, labels))
+        return rows
+
+    def collate(rows):
+        width = max(len(ids) for ids, _ in rows)
+        ids = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        labels = torch.full_like(ids, -100)
+        for r, (x, y) in enumerate(rows):
+            ids[r, : len(x)] = torch.tensor(x)
+            mask[r, : len(x)] = 1
+            labels[r, : len(y)] = torch.tensor(y)
+        return ids, mask, labels
+
+    train, test = encode("train"), encode("test")
+    model = transformers.BertForTokenClassification.from_pretrained(
+        model_dir, num_labels=len(names)
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, eps=1e-8)
+    steps_per_epoch = math.ceil(len(train) / args.batch_size)
+    scheduler = transformers.get_linear_schedule_with_warmup(
+        optimizer, 0, steps_per_epoch * args.epochs
+    )
+    rng = np.random.default_rng(args.seed)
+    model.train()
+    seen, train_time, start = 0, 0.0, time.perf_counter()
+    for _ in range(args.epochs):
+        order = rng.permutation(len(train))
+        for b in range(steps_per_epoch):
+            idx = order[b * args.batch_size : (b + 1) * args.batch_size]
+            t0 = time.perf_counter()
+            ids, mask, labels = collate([train[i] for i in idx])
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            train_time += time.perf_counter() - t0
+            seen += len(idx)
+    model.eval()
+    gold, predicted = [], []
+    with torch.no_grad():
+        for b in range(0, len(test), 64):
+            rows = test[b : b + 64]
+            ids, mask, labels = collate(rows)
+            tags = model(input_ids=ids, attention_mask=mask).logits.argmax(-1).numpy()
+            for r in range(len(rows)):
+                keep = labels[r].numpy() != -100
+                predicted.append([names[t] for t in tags[r][keep]])
+                gold.append([names[t] for t in labels[r].numpy()[keep]])
+    # Words cut by truncation have no label here; no WNUT test tweet reaches 128 tokens.
+    assert sum(map(len, gold)) == sum(map(len, splits["test"].words)), "truncated test words"
+    return {
+        **{f"test_{k}": v for k, v in _entity_scores(gold, predicted).items()},
+        "train_samples_per_s": seen / train_time,
+        "wall_s": time.perf_counter() - start,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--max_length", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", default="/tmp/jaxft_ner_hf")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results"))
+    args = parser.parse_args()
+
+    jax_result = run_jaxft(args, args.workdir)
+    print(f"jaxft:       {jax_result}", flush=True)
+    hf_result = run_hf(args)
+    print(f"HF PyTorch:  {hf_result}", flush=True)
+
+    import jax
+    import torch
+    import transformers
+
+    gap = 100 * (hf_result["test_f1"] - jax_result["test_f1"])
+    ratio = jax_result["train_samples_per_s"] / hf_result["train_samples_per_s"]
+    meta = {
+        "date": str(date.today()),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (CPU)",
+        "versions": {
+            "jax": jax.__version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        "settings": vars(args),
+    }
+    rows = [
+        ("jaxft (JAX/Flax)", jax_result),
+        ("HF PyTorch (BertForTokenClassification)", hf_result),
+    ]
+    table = "| run | test entity F1 | precision | recall | train samples/s | wall s |\n"
+    table += "|---|---|---|---|---|---|\n"
+    for name, r in rows:
+        table += (
+            f"| {name} | {r['test_f1']:.4f} | {r['test_precision']:.4f} | "
+            f"{r['test_recall']:.4f} | {r['train_samples_per_s']:.1f} | {r['wall_s']:.0f} |\n"
+        )
+    summary = f"F1 gap (HF - jaxft): {gap:+.2f} points; jaxft / HF train throughput: {ratio:.2f}x"
+    print(table + summary)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ner_hf.json").write_text(
+        json.dumps({"jaxft": jax_result, "hf": hf_result, **meta}, indent=2)
+    )
+    (out / "ner_hf.md").write_text(
+        f"# WNUT-16 NER: jaxft vs Hugging Face PyTorch, all-MiniLM-L6-v2\n\n"
+        f"{meta['date']}, {meta['machine']}; command: `python benchmarks/ner_hf.py "
+        f"--epochs {args.epochs}`\n\n{table}\n{summary}\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
