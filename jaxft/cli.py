@@ -121,6 +121,8 @@ def run(argv) -> int:
         for row in inference.predict(args.workdir, texts, pairs):
             if args.json:
                 print(json.dumps(row))
+            elif "question" in row:
+                print(f"{row['answer'] or '(no answer)'}\t{row['question']}")
             elif "entities" in row:
                 spans = [
                     f"{e['type']}[{e['start']}:{e['end']}]={e['text']}" for e in row["entities"]

@@ -29,17 +29,27 @@ def defaults() -> ml_collections.ConfigDict:
     c.seed = 0  # seeds init, dropout and data order
 
     c.task = ml_collections.ConfigDict()
-    c.task.kind = "classification"  # classification | regression | seq2seq | token_classification
+    # classification | regression | seq2seq | token_classification | question_answering
+    c.task.kind = "classification"
     c.task.label_names = ()  # names in index order; () = dataset's, else sorted train labels
     c.task.pooling = "cls"  # cls (pooler over [CLS], as HF) | mean (masked mean of hidden states)
     c.task.head_dropout = -1.0  # dropout before the classifier; < 0 = the model config's
     c.task.label_smoothing = 0.0  # seq2seq: share of target probability spread over the vocab
     c.task.source_prefix = ""  # seq2seq: text put before every source, e.g. "summarize: "
     c.task.label_subtokens = False  # token classification: train on every sub-token of a word
+    c.task.doc_stride = 128  # QA: tokens shared by consecutive windows of a long context
+    c.task.max_answer_length = 30  # QA: longest answer span decoded, in tokens
+    c.task.n_best = 20  # QA: start and end candidates per window
+    c.task.squad_v2 = False  # QA: questions may have no answer (SQuAD v2.0)
+    c.task.null_threshold = 0.0  # QA v2: answer nothing when null score > best span + this
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "rotten_tomatoes"  # a built-in dataset, or "files"
+    # a built-in dataset, "files", "disk" (save_to_disk folder), "function", "glue:<task>" or
+    # "squad" (SQuAD v1.1/v2.0 JSON in data.files)
+    c.data.source = "rotten_tomatoes"
     c.data.files = ml_collections.ConfigDict({"train": "", "validation": "", "test": ""})
+    c.data.path = ""  # folder of source disk, or of glue:<task> (the GLUE root)
+    c.data.function = ""  # source "function": path/to/file.py:name returning {split: rows}
     c.data.text_column = "text"  # column of the (first) text, for source="files"
     c.data.text_pair_column = ""  # column of the second text of a pair; "" = single sentences
     c.data.label_column = "label"  # column of the label (the target text for seq2seq)
@@ -90,6 +100,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.allow_config_change = False  # resume a workdir even if the settings changed
     c.train.keep_checkpoints = 2  # resumable checkpoints kept (the latest ones)
     c.train.best_metric = ""  # e.g. accuracy: keep the best validated params, score those
+    c.train.prefetch = 2  # batches built and placed ahead by a background thread
     c.train.parallel = "mesh"  # with several devices: mesh (jit, sharded) | pmap (replicated)
     return c
 
@@ -163,6 +174,8 @@ def _coerce(key, value, current):
     if isinstance(current, tuple):
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
+        elif not isinstance(value, list | tuple):  # --config.data.buckets=48: one item
+            value = [value]
         return tuple(value)
     if isinstance(current, str):
         return "" if value is None else str(value)
@@ -244,6 +257,8 @@ def validate(config) -> None:
     for key, value, allowed in choices:
         if value not in allowed:
             raise UserError(f"{key}={value!r}; use one of {', '.join(allowed)}")
+    if c.train.prefetch < 1:
+        raise UserError(f"train.prefetch must be at least 1; got {c.train.prefetch}")
     if c.train.keep_checkpoints < 1:
         raise UserError(
             f"train.keep_checkpoints must be at least 1; got {c.train.keep_checkpoints}"

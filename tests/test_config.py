@@ -74,3 +74,9 @@ def test_regex_tuple_override_from_the_command_line():
     )
     assert config.strategy.lora.targets == ("attention/(query|key|value|output)$",)
     assert config.strategy.name == "lora+bitfit"
+
+
+def test_a_single_value_sets_a_one_item_tuple():
+    c = config_lib.defaults()
+    config_lib.apply_overrides(c, [("data.buckets", "48")])
+    assert c.data.buckets == (48,)

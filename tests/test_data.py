@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from jaxft.data import batching, sources, tasks
+from jaxft.data import batching, sources, tasks, user_data
 from jaxft.errors import UserError
 
 
@@ -86,7 +86,7 @@ def test_empty_split_is_an_error():
 def test_local_files_missing_column(tmp_path):
     (tmp_path / "train.csv").write_text("sentence,label\nhello,1\n")
     with pytest.raises(UserError, match="no column 'text'.*'sentence'"):
-        sources.local_files({"train": tmp_path / "train.csv"}, "text", "label")
+        user_data.local_files({"train": tmp_path / "train.csv"}, "text", "label")
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet", ".tsv"])
@@ -101,7 +101,7 @@ def test_local_file_formats(tmp_path, suffix):
         ".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
         ".parquet": lambda: frame.to_parquet(path),
     }[suffix]()
-    splits, names = sources.local_files({"train": path}, "s1", "y", "s2")
+    splits, names = user_data.local_files({"train": path}, "s1", "y", "s2")
     assert names is None
     assert splits["train"].text == ["a b", "c"] and splits["train"].text_pair == ["x", "y z"]
     assert list(splits["train"].label) == [0.5, 1.5]
@@ -123,3 +123,33 @@ def test_sentence_pairs_get_segment_ids(minilm_dir):
     # segment 0 covers [CLS] a cat sat [SEP], segment 1 the second text and its [SEP]
     assert data.token_type_ids[0].tolist() == [0] * 5 + [1] * 4
     assert len(data.input_ids[1]) == 9 and data.token_type_ids[1].tolist()[-1] == 1
+
+
+def test_prefetch_keeps_order_raises_and_stops_early():
+    import threading
+
+    assert list(batching.prefetch(iter(range(10)), 2)) == list(range(10))
+
+    def failing():
+        yield 1
+        raise ValueError("bad batch 2")
+
+    got = []
+    with pytest.raises(ValueError, match="bad batch 2"):
+        for item in batching.prefetch(failing(), 2):
+            got.append(item)
+    assert got == [1]
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    for item in batching.prefetch(endless(), 2):
+        if item == 3:
+            break
+    assert not any(t.name == "jaxft-prefetch" for t in threading.enumerate())
+    assert len(produced) <= 3 + 2 + 2  # at most `size` ahead (+ one in hand)

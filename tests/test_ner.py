@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxft import config as config_lib
-from jaxft.data import batching, sources, tasks
+from jaxft.data import batching, sources, tasks, user_data
 from jaxft.errors import UserError
 from jaxft.train import inference, loop
 from tests.conftest import needs_torch
@@ -101,13 +101,13 @@ def test_conll_and_jsonl_sources(tmp_path):
     assert len(examples) == 5 and all(len(w) == len(t) for w, t in examples)
     rows = [{"tokens": ["alice", "went"], "ner": ["B-person", "O"]}]
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    splits, _ = sources.local_files({"train": tmp_path / "a.jsonl"}, "tokens", "ner")
+    splits, _ = user_data.local_files({"train": tmp_path / "a.jsonl"}, "tokens", "ner")
     assert splits["train"].words == [["alice", "went"]]
     assert splits["train"].label == [["B-person", "O"]]
     bad = [{"tokens": ["alice", "went"], "ner": ["B-person"]}]
     (tmp_path / "b.jsonl").write_text(json.dumps(bad[0]) + "\n")
     with pytest.raises(UserError, match=r"b.jsonl, row 0: 2 words but 'ner' is \['B-person'\]"):
-        sources.local_files({"train": tmp_path / "b.jsonl"}, "tokens", "ner")
+        user_data.local_files({"train": tmp_path / "b.jsonl"}, "tokens", "ner")
     (tmp_path / "c.conll").write_text("alice\tB-person\nwent\n")
     with pytest.raises(UserError, match=r"c.conll, line 2: 'went' has no tag"):
         sources.read_conll(tmp_path / "c.conll")

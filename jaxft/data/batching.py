@@ -186,7 +186,11 @@ def make_batch(
     elif data.token_labels is not None:
         labels = np.full((batch_size, width), IGNORE, np.int32)
     else:  # no labels at all when predicting
-        labels = np.zeros((batch_size,), np.int32 if data.labels is None else data.labels.dtype)
+        # Class ids or values [batch], or QA spans [batch, 2].
+        shape, dtype = (batch_size,), np.int32
+        if data.labels is not None:
+            shape, dtype = (batch_size, *data.labels.shape[1:]), data.labels.dtype
+        labels = np.zeros(shape, dtype)
     for row, i in enumerate(indices):
         n = len(data.input_ids[i])
         ids[row, :n] = data.input_ids[i]
@@ -232,3 +236,44 @@ def padding_fraction(data: Encoded, batch_size, lengths, seed=0) -> float:
         real += int(data.lengths[indices].sum())
         padded += batch_size * _bucket(int(data.lengths[indices].max()), lengths)
     return 1.0 - real / max(padded, 1)
+
+
+def prefetch(iterable, size: int = 2):
+    """Yield the items of `iterable`, produced up to `size` ahead by a background thread, so
+    building and placing the next batches overlaps the device's work on the current one. An
+    exception in the producer is raised here; leaving the loop early stops the producer."""
+    import queue
+    import threading
+
+    items: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in iterable:
+                while not stop.is_set():
+                    try:
+                        items.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put((done, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            items.put((done, e))
+
+    thread = threading.Thread(target=produce, daemon=True, name="jaxft-prefetch")
+    thread.start()
+    try:
+        while True:
+            item, error = items.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -214,86 +214,29 @@ BUILTIN = {
     "bbc_topic": bbc_topic,
     "wnut16": wnut16,
 }
-FILE_FORMATS = {
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".jsonl": "json",
-    ".json": "json",
-    ".parquet": "parquet",
-    ".conll": "conll",
-}
-
-
-def local_files(
-    files: dict, text_column: str, label_column: str, text_pair_column: str | None = None
-):
-    """csv / tsv / jsonl / parquet files, one per split, read with `datasets`."""
-    import datasets
-
-    splits = {}
-    for split, path in files.items():
-        if not path:
-            continue
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise UserError(f"data file for split {split!r} not found: {path}")
-        fmt = FILE_FORMATS.get(path.suffix)
-        if fmt is None:
-            raise UserError(
-                f"{path}: unknown file type {path.suffix!r}; use {sorted(FILE_FORMATS)}"
-            )
-        if fmt == "conll":
-            splits[split] = _tagged(read_conll(path))
-            if not len(splits[split]):
-                raise UserError(f"the {split!r} split is empty: {path} has no sentences")
-            continue
-        kwargs = {"delimiter": "\t"} if path.suffix == ".tsv" else {}
-        try:
-            table = datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
-        except ValueError as e:
-            if "corresponds to no data" in str(e):  # a header-only or empty file
-                raise UserError(f"the {split!r} split is empty: {path} has no rows") from e
-            raise
-        for column in (text_column, label_column, text_pair_column):
-            if column and column not in table.column_names:
-                raise UserError(
-                    f"{path} has no column {column!r}; its columns are {table.column_names}. "
-                    "Set --config.data.text_column / text_pair_column / label_column."
-                )
-        texts = table[text_column]
-        if texts and isinstance(texts[0], list):  # pre-split words, each tagged: NER
-            splits[split] = _words_and_tags(path, texts, table[label_column], label_column)
-            continue
-        splits[split] = Examples(
-            text=[str(t) for t in texts],
-            label=list(table[label_column]),
-            text_pair=[str(t) for t in table[text_pair_column]] if text_pair_column else None,
-        )
-    return splits, None
-
-
-def _words_and_tags(path, words, tags, label_column) -> Examples:
-    for row, (w, t) in enumerate(zip(words, tags, strict=True)):
-        if not isinstance(t, list) or len(t) != len(w):
-            raise UserError(
-                f"{path}, row {row}: {len(w)} words but {label_column!r} is {t!r}; token "
-                "classification needs one tag per word"
-            )
-    return _tagged(
-        [([str(x) for x in w], [str(x) for x in t]) for w, t in zip(words, tags, strict=True)]
-    )
 
 
 def load(data_config):
     """`config.data` -> ({split: Examples}, label names or None)."""
+    from jaxft.data import glue, user_data
+
     name = data_config.source
     if name in BUILTIN:
         return BUILTIN[name]()
+    columns = (
+        data_config.text_column,
+        data_config.label_column,
+        data_config.text_pair_column or None,
+    )
     if name == "files":
-        return local_files(
-            dict(data_config.files),
-            data_config.text_column,
-            data_config.label_column,
-            data_config.text_pair_column or None,
-        )
-    raise UserError(f"unknown data source {name!r}; use one of {sorted(BUILTIN) + ['files']}")
+        return user_data.local_files(dict(data_config.files), *columns)
+    if name == "disk":
+        return user_data.from_disk(data_config.path, *columns)
+    if name == "function":
+        return user_data.from_function(data_config.function, *columns)
+    if name.startswith("glue:"):
+        if not data_config.path:
+            raise UserError(f"data.source={name!r} needs data.path: your local GLUE folder")
+        return glue.load(name.partition(":")[2], data_config.path)
+    known = sorted(BUILTIN) + ["files", "disk", "function", "glue:<task>"]
+    raise UserError(f"unknown data source {name!r}; use one of {known}")

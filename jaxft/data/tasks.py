@@ -6,7 +6,7 @@ from jaxft.data.sources import Examples
 from jaxft.errors import UserError
 
 # seq2seq labels are target texts; token_classification labels are lists of tags, one per word.
-TASKS = ("classification", "regression", "seq2seq", "token_classification")
+TASKS = ("classification", "regression", "seq2seq", "token_classification", "question_answering")
 
 
 def label_names_for(task: str, splits: dict[str, Examples], given) -> list[str] | None:

@@ -31,11 +31,14 @@ def classification(labels: np.ndarray, predictions: np.ndarray, num_labels: int)
     recall = np.divide(tp, confusion.sum(1), out=np.zeros_like(tp), where=confusion.sum(1) > 0)
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    return {
+    result = {
         "accuracy": float(tp.sum() / max(len(labels), 1)),
         "macro_f1": float(f1.mean()),
         "mcc": matthews(confusion),
     }
+    if num_labels == 2:  # binary: F1 of the positive class (label index 1), as GLUE's MRPC/QQP
+        result["f1"] = float(f1[1])
+    return result
 
 
 def matthews(confusion: np.ndarray) -> float:

@@ -149,7 +149,7 @@ def build_model(
             f"{sorted(bert.MODEL_TYPES) + list(t5.MODEL_TYPES)}"
         )
     config = bert.BertConfig.from_hf_config(hf_cfg)
-    if head == "token_classification":  # as *ForTokenClassification: no pooler, nothing unused
+    if head in ("token_classification", "question_answering"):  # as HF's: no pooler
         config = dataclasses.replace(config, add_pooling_layer=False)
     head_config = None
     if head is not None:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from jaxft.models.layers import Dense, Dtype
 
-HEAD_KINDS = ("classification", "token_classification")
+HEAD_KINDS = ("classification", "token_classification", "question_answering")
 POOLINGS = ("cls", "mean")
 
 
@@ -46,7 +46,7 @@ def mean_pool(hidden, attention_mask):
 def pool(config: HeadConfig, hidden, pooled, attention_mask):
     """The head's input: every token's hidden state (token classification), else the pooler
     output ("cls") or the masked mean of hidden states."""
-    if config.kind == "token_classification":
+    if config.kind in ("token_classification", "question_answering"):
         return hidden
     if config.pooling == "mean" or pooled is None:
         return mean_pool(hidden, attention_mask)
@@ -67,14 +67,30 @@ class ClassificationHead(nn.Module):
         return logits.astype(jnp.float32)
 
 
+class SpanHead(nn.Module):
+    """Dense(2) on every hidden state: start and end logits, as BertForQuestionAnswering's
+    `qa_outputs` (no dropout). Logits [batch, tokens, 2]."""
+
+    config: HeadConfig
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, hidden, deterministic):
+        del deterministic
+        return Dense(2, dtype=self.dtype, name="qa_outputs")(hidden).astype(jnp.float32)
+
+
 def build(config: HeadConfig, dtype, name: str) -> nn.Module:
+    if config.kind == "question_answering":
+        return SpanHead(config, dtype, name=name)
     return ClassificationHead(config, dtype, name=name)
 
 
 def hf_name_map(config: HeadConfig) -> dict[str, tuple[str, str]]:
     """Head paths -> keys in a Hugging Face *ForSequenceClassification or
     *ForTokenClassification checkpoint (both name the layer `classifier`)."""
+    layer = "qa_outputs" if config.kind == "question_answering" else "classifier"
     return {
-        "head/classifier/kernel": ("classifier.weight", "linear"),
-        "head/classifier/bias": ("classifier.bias", "copy"),
+        f"head/{layer}/kernel": (f"{layer}.weight", "linear"),
+        f"head/{layer}/bias": (f"{layer}.bias", "copy"),
     }

@@ -24,11 +24,12 @@ from jaxft.peft import ia3, lora, paths
 
 PEFT_PREFIX = "base_model.model."
 HF_CLASSES = {"bert": "BertForSequenceClassification"}
-# Token classification heads are the same Dense on every hidden state in BERT and RoBERTa.
+# Token classification and QA heads are the same Dense on every hidden state in BERT and RoBERTa.
 HF_TOKEN_CLASSES = {
     "bert": "BertForTokenClassification",
     "roberta": "RobertaForTokenClassification",
 }
+HF_QA_CLASSES = {"bert": "BertForQuestionAnswering", "roberta": "RobertaForQuestionAnswering"}
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -44,9 +45,9 @@ def _check_exportable(model):
     if model.head is None:
         raise UserError("export needs a model with a classification head")
     model_type = model.config.model_type
-    if model.head.kind == "token_classification":
+    if model.head.kind in ("token_classification", "question_answering"):
         if model_type not in HF_TOKEN_CLASSES:
-            raise UserError(f"token classification export supports {sorted(HF_TOKEN_CLASSES)}")
+            raise UserError(f"{model.head.kind} export supports {sorted(HF_TOKEN_CLASSES)}")
         return
     if model_type not in HF_CLASSES:
         raise UserError(
@@ -76,8 +77,8 @@ def save_hf(params, model, base_dir, out, label_names=None) -> Path:
     _check_exportable(model)
     plain = ia3.fold(lora.merge(params))
     flat = paths.flatten(plain)
-    token_task = model.head.kind == "token_classification"
-    if token_task:  # *ForTokenClassification has no pooler
+    token_task = model.head.kind in ("token_classification", "question_answering")
+    if token_task:  # *ForTokenClassification and *ForQuestionAnswering have no pooler
         flat = {p: v for p, v in flat.items() if not p.startswith("pooler/")}
     names = _name_map(model)
     leftover = sorted(p for p in flat if p not in names)
@@ -94,7 +95,9 @@ def save_hf(params, model, base_dir, out, label_names=None) -> Path:
     config = hf.read_config(Path(base_dir))
     num_labels = model.head.num_labels
     label_names = list(label_names or [f"LABEL_{i}" for i in range(num_labels)])
-    classes = HF_TOKEN_CLASSES if token_task else HF_CLASSES
+    classes = {"token_classification": HF_TOKEN_CLASSES, "question_answering": HF_QA_CLASSES}.get(
+        model.head.kind, HF_CLASSES
+    )
     config.update(
         architectures=[classes[model.config.model_type]],
         num_labels=num_labels,

@@ -10,7 +10,7 @@ from jaxft import config as config_lib
 from jaxft import models, peft
 from jaxft.data import batching, sources
 from jaxft.errors import UserError
-from jaxft.train import checkpoint, loop, seq2seq, step, tokens
+from jaxft.train import checkpoint, loop, qa, seq2seq, step, tokens
 
 # Config fields that change parameter shapes or meaning (BERT family, then T5).
 STRUCTURAL_KEYS = (
@@ -100,6 +100,9 @@ def predict(workdir, texts: list[str], text_pairs: list[str] | None = None) -> l
     if config.task.kind == "token_classification":
         eval_step = jax.jit(step.make_eval_step(model))
         return tokens.predict(config, params, tokenizer, eval_step, texts)
+    if config.task.kind == "question_answering":
+        eval_step = jax.jit(step.make_eval_step(model))
+        return qa.predict(config, params, tokenizer, eval_step, texts, text_pairs)
     examples = sources.Examples(text=list(texts), label=[0] * len(texts), text_pair=text_pairs)
     data = batching.tokenize(
         tokenizer, examples, np.zeros(len(texts), np.int32), config.data.max_length

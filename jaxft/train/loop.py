@@ -23,7 +23,7 @@ from jaxft.data import batching, sources, tasks
 from jaxft.errors import UserError
 from jaxft.metrics import classification as metrics_lib
 from jaxft.models import t5
-from jaxft.train import checkpoint, distributed, optim, parallel, seq2seq, step, tokens
+from jaxft.train import checkpoint, distributed, optim, parallel, qa, seq2seq, step, tokens
 from jaxft.train import state as state_lib
 from jaxft.train.writer import MetricWriter
 
@@ -44,6 +44,9 @@ class Experiment:
     # Seq2seq only: padded target lengths, and each split's reference texts (for BLEU/ROUGE).
     target_buckets: list[int] | None = None
     references: dict[str, list[str]] | None = None
+    # Question answering only: each split's questions, and their windows (data holds these).
+    raw: dict | None = None
+    windows: dict | None = None
 
     @property
     def regression(self) -> bool:
@@ -79,7 +82,7 @@ def load_tokenizer(config):
 def build_model(config, num_labels, rng=None, load_weights=True):
     """(model, params) for the config's task: pretrained weights, random ones when
     `config.random_init`, or None when `load_weights=False` (a workdir restores them)."""
-    head = {"seq2seq": "seq2seq", "token_classification": "token_classification"}
+    head = {k: k for k in ("seq2seq", "token_classification", "question_answering")}
     kwargs = dict(
         head=head.get(config.task.kind, "classification"),
         num_labels=num_labels,
@@ -106,6 +109,8 @@ def build_model(config, num_labels, rng=None, load_weights=True):
 def num_outputs(config, label_names) -> int | None:
     if config.task.kind == "seq2seq":
         return None
+    if config.task.kind == "question_answering":
+        return 2  # start and end logits
     return 1 if config.task.kind == "regression" else len(label_names)
 
 
@@ -113,6 +118,8 @@ def prepare(config, splits=None, load_weights=True) -> Experiment:
     """Read and tokenize the data, then build the model with a head sized for its labels
     (with its pretrained weights unless `load_weights=False`, for restoring a workdir)."""
     config_lib.validate(config)
+    if config.task.kind == "question_answering":
+        return _prepare_qa(config, splits, load_weights)
     raw, dataset_labels = sources.load(config.data)
     if config.data.max_train_examples and "train" in raw:
         raw["train"] = _first_examples(raw["train"], config.data.max_train_examples)
@@ -155,6 +162,41 @@ def _check_split(raw, split):
         raise UserError(f"the data source has no {split!r} split (it has {sorted(raw)})")
 
 
+def _prepare_qa(config, splits, load_weights) -> Experiment:
+    from jaxft.data import squad
+
+    if config.data.source != "squad":
+        raise UserError(
+            "task.kind=question_answering reads SQuAD-format JSON: set data.source=squad and "
+            "data.files.<split>"
+        )
+    raw = squad.load(dict(config.data.files))
+    if config.data.max_train_examples and "train" in raw:
+        q, n = raw["train"], config.data.max_train_examples
+        raw["train"] = squad.Questions(q.ids[:n], q.questions[:n], q.contexts[:n], q.answers[:n])
+    qa.check_version(raw, config.task.squad_v2)
+    tokenizer = load_tokenizer(config)
+    windows = {}
+    for split in splits or raw:
+        _check_split(raw, split)
+        windows[split] = qa.make_windows(tokenizer, raw[split], config)
+        log.info(
+            "%s: %d questions in %d windows", split, len(raw[split]), len(windows[split].question)
+        )
+    model, params = build_model(config, 2, jax.random.key(config.seed), load_weights)
+    return Experiment(
+        config,
+        model,
+        params,
+        tokenizer,
+        None,
+        {split: w.encoded for split, w in windows.items()},
+        batching.bucket_lengths(config.data.max_length, config.data.buckets),
+        raw=raw,
+        windows=windows,
+    )
+
+
 def _prepare_seq2seq(config, raw, splits, load_weights) -> Experiment:
     tokenizer = load_tokenizer(config)
     model, params = build_model(config, None, jax.random.key(config.seed), load_weights)
@@ -192,6 +234,8 @@ def score(exp: Experiment, params, split: str, eval_step) -> dict:
         return seq2seq.score(exp, params, split, eval_step)
     if exp.config.task.kind == "token_classification":
         return tokens.score(exp, params, split, eval_step)
+    if exp.config.task.kind == "question_answering":
+        return qa.score(exp, params, split, eval_step)
     data = exp.data[split]
     logits = all_logits(
         data,
@@ -268,7 +312,7 @@ def train_and_evaluate(config, workdir) -> dict:
         },
     )
     if peft.names(cfg.strategy) == ["features"]:
-        if exp.seq2seq or exp.config.task.kind == "token_classification":
+        if exp.seq2seq or exp.config.task.kind in ("token_classification", "question_answering"):
             raise UserError(
                 "the features strategy trains a sentence classifier on pooled features; "
                 f"task.kind={exp.config.task.kind} needs another strategy (e.g. frozen)"
@@ -341,7 +385,7 @@ def train_and_evaluate(config, workdir) -> dict:
     with preemption_notice() as preempted:
         for epoch in range(start_step // steps_per_epoch, cfg.train.epochs):
             seen_in_epoch = step_count - epoch * steps_per_epoch  # > 0 only when resuming
-            for indices, batch in batching.batches(
+            epoch_batches = batching.batches(
                 train,
                 bs,
                 exp.buckets,
@@ -351,7 +395,9 @@ def train_and_evaluate(config, workdir) -> dict:
                 epoch,
                 exp.target_buckets,
                 skip=seen_in_epoch,
-            ):
+            )
+            placed = ((i, runner.put_batch(b)) for i, b in epoch_batches)
+            for indices, batch in batching.prefetch(placed, cfg.train.prefetch):
                 state, metrics = runner.step(state, batch)
                 pending.append(metrics)  # device arrays: no host sync until the next log
                 seen += len(indices)
@@ -466,6 +512,7 @@ RESUME_FREE_KEYS = (
     "train.progress",
     "train.allow_config_change",
     "train.keep_checkpoints",
+    "train.prefetch",
     "train.parallel",
     "mesh.data",
     "mesh.fsdp",

@@ -33,7 +33,8 @@ class Runner:
     takes and returns, and the saveable form (each leaf one array, possibly sharded) that
     checkpoints hold and evaluation reads."""
 
-    step: Callable  # (device state, host batch) -> (device state, metrics)
+    step: Callable  # (device state, placed batch) -> (device state, metrics)
+    put_batch: Callable  # host batch -> placed batch (run ahead by the prefetch thread)
     place_state: Callable  # saveable state -> device state
     saveable: Callable  # device state -> saveable state
     eval_step: Callable  # (params, host batch) -> output readable on this host
@@ -51,6 +52,7 @@ def make_runner(cfg, state, make_train_step: Callable, eval_fn: Callable) -> Run
     if jax.device_count() == 1:
         return Runner(
             step=jax.jit(make_train_step(None), donate_argnums=0),
+            put_batch=jax.device_put,
             place_state=lambda state: state,
             saveable=lambda state: state,
             eval_step=jax.jit(eval_fn),
@@ -81,7 +83,8 @@ def _mesh_runner(cfg, state, make_train_step, eval_fn) -> Runner:
 
     jitted_eval = jax.jit(eval_fn, out_shardings=replicated)  # every process reads it whole
     return Runner(
-        step=lambda state, batch: jitted_step(state, put_batch(batch, rows)),
+        step=jitted_step,
+        put_batch=lambda batch: put_batch(batch, rows),
         place_state=lambda state: put(state, state_shardings),
         saveable=lambda state: state,
         eval_step=lambda params, batch: jitted_eval(params, put_batch(batch, rows)),
@@ -110,16 +113,20 @@ def _pmap_runner(cfg, make_train_step, eval_fn) -> Runner:
         )
     pmapped = jax.pmap(make_train_step(PMAP_AXIS), axis_name=PMAP_AXIS, donate_argnums=0)
 
-    def step(state, batch):
-        per_device_batch = jax.tree_util.tree_map(
+    def split_rows(batch):
+        """[batch, ...] -> [devices, batch / devices, ...]: pmap hands row block i to device i."""
+        return jax.tree_util.tree_map(
             lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), batch
         )
-        state, metrics = pmapped(state, per_device_batch)
+
+    def step(state, batch):
+        state, metrics = pmapped(state, batch)
         # Every device holds the same metrics (they are psum'med); keep device 0's.
         return state, jax.tree_util.tree_map(lambda m: m[0], metrics)
 
     return Runner(
         step=step,
+        put_batch=split_rows,
         place_state=lambda state: jax.tree_util.tree_map(
             lambda x: jax.numpy.broadcast_to(x, (n,) + x.shape), state
         ),  # a leading device axis: pmap hands copy i to device i

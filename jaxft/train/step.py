@@ -18,6 +18,21 @@ def is_token_task(model) -> bool:
     return head is not None and head.kind == "token_classification"
 
 
+def is_span_task(model) -> bool:
+    """Extractive QA: start and end logits per token."""
+    head = getattr(model, "head", None)
+    return head is not None and head.kind == "question_answering"
+
+
+def span_losses(logits, labels, weights):
+    """(summed loss, rows): per row the mean of the start and end cross-entropies, as
+    BertForQuestionAnswering; `labels` [batch, 2] holds the (start, end) token positions."""
+    logits = logits.astype(jnp.float32)
+    start = optax.softmax_cross_entropy_with_integer_labels(logits[..., 0], labels[:, 0])
+    end = optax.softmax_cross_entropy_with_integer_labels(logits[..., 1], labels[:, 1])
+    return jnp.sum((start + end) / 2 * weights), jnp.sum(weights)
+
+
 def example_losses(logits, labels, regression: bool):
     """Per-row loss: squared error (regression) or cross-entropy."""
     if regression:
@@ -87,6 +102,8 @@ def loss_sums(model, out, batch, regression: bool, label_smoothing: float):
     real target tokens for seq2seq and labelled tokens for token classification. Sums add up
     across micro-batches, so the mean over a whole accumulated batch is exactly the mean over one
     big batch."""
+    if is_span_task(model):
+        return span_losses(out.logits, batch["labels"], batch["weights"])
     if is_seq2seq(model) or is_token_task(model):
         return token_losses(out.logits, batch["labels"], batch["weights"], label_smoothing)
     weights = batch["weights"]
