@@ -42,6 +42,8 @@ def run_jaxft(args, workdir):
     config.train.batch_size = args.batch_size
     config.optim.lr = args.lr
     config.data.max_length = args.max_length
+    if args.sort_window:
+        config.data.sort_window = args.sort_window
     config.train.progress = False
     config.train.eval_every_epoch = False
     config.train.eval_splits = ("test",)
@@ -165,6 +167,9 @@ def main():
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--max_length", type=int, default=128)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, each run twice")
+    parser.add_argument(
+        "--sort_window", type=int, default=0, help="jaxft data.sort_window (0: the experiment's)"
+    )
     parser.add_argument("--workdir", default="/tmp/jaxft_ner_hf")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results"))
     args = parser.parse_args()

@@ -58,6 +58,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.data.max_target_length = 128  # seq2seq: target tokens after truncation (counted)
     c.data.target_buckets = ()  # seq2seq: padded target lengths; () = as for buckets
     c.data.max_train_examples = 0  # if > 0, train on the first N train examples only
+    c.data.sort_window = 64  # train batches length-sorted in windows of N batches; 1 = random
 
     c.generate = ml_collections.ConfigDict()
     c.generate.num_beams = 1  # 1 = greedy; > 1 = beam search

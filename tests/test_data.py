@@ -153,3 +153,21 @@ def test_prefetch_keeps_order_raises_and_stops_early():
             break
     assert not any(t.name == "jaxft-prefetch" for t in threading.enumerate())
     assert len(produced) <= 3 + 2 + 2  # at most `size` ahead (+ one in hand)
+
+
+def test_sort_window_trades_padding_for_randomness():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 100, 2048)
+    spread = {}
+    for window in (1, 64):
+        batches = batching.batch_order(lengths, 32, True, 0, 0, sort_window=window)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(2048))  # each once
+        spread[window] = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
+    assert spread[64] < 5 < 50 < spread[1]  # sorted windows: near-equal lengths per batch
+    # A window covering the whole split makes the same batches every epoch; random ones do not.
+    same = {
+        w: {tuple(sorted(b)) for b in batching.batch_order(lengths, 32, True, 0, 0, sort_window=w)}
+        & {tuple(sorted(b)) for b in batching.batch_order(lengths, 32, True, 0, 1, sort_window=w)}
+        for w in (1, 64)
+    }
+    assert len(same[1]) == 0

@@ -145,18 +145,22 @@ def _bucket(length: int, lengths: list[int]) -> int:
     return next(b for b in lengths if b >= length)
 
 
-def batch_order(lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int, epoch: int):
+def batch_order(
+    lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int, epoch: int, sort_window=64
+):
     """Example indices grouped into batches.
 
-    Training shuffles, then sorts by length inside windows of 64 batches so batches are short
-    without losing randomness, then shuffles the batch order; evaluation just sorts by length.
+    Training shuffles, then sorts by length inside windows of `sort_window` batches so batches
+    are short, then shuffles the batch order; evaluation just sorts by length. A window as large
+    as the whole split makes nearly the same batches every epoch; `sort_window=1` gives plain
+    random batches.
     """
     if not shuffle:
         order = np.argsort(lengths, kind="stable")
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
-    window = batch_size * 64
+    window = batch_size * max(int(sort_window), 1)
     chunks = []
     for start in range(0, len(order), window):
         part = order[start : start + window]
@@ -222,17 +226,19 @@ def batches(
     epoch=0,
     target_lengths=None,
     skip=0,
+    sort_window=64,
 ):
     """Yield (indices, batch) over one pass of `data`, from its `skip`-th batch on (a resumed
     run skips the batches it already took, without building them)."""
-    for indices in batch_order(data.lengths, batch_size, shuffle, seed, epoch)[skip:]:
+    order = batch_order(data.lengths, batch_size, shuffle, seed, epoch, sort_window)
+    for indices in order[skip:]:
         yield indices, make_batch(data, indices, batch_size, lengths, pad_id, target_lengths)
 
 
-def padding_fraction(data: Encoded, batch_size, lengths, seed=0) -> float:
+def padding_fraction(data: Encoded, batch_size, lengths, seed=0, sort_window=64) -> float:
     """Share of padded token slots in one shuffled epoch (for the log)."""
     real = padded = 0
-    for indices in batch_order(data.lengths, batch_size, True, seed, 0):
+    for indices in batch_order(data.lengths, batch_size, True, seed, 0, sort_window):
         real += int(data.lengths[indices].sum())
         padded += batch_size * _bucket(int(data.lengths[indices].max()), lengths)
     return 1.0 - real / max(padded, 1)

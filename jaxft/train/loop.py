@@ -350,7 +350,7 @@ def train_and_evaluate(config, workdir) -> dict:
         total_steps,
         bs,
         exp.buckets,
-        100 * batching.padding_fraction(train, bs, exp.buckets, cfg.seed),
+        100 * batching.padding_fraction(train, bs, exp.buckets, cfg.seed, cfg.data.sort_window),
     )
 
     state = runner.place_state(state)
@@ -395,6 +395,7 @@ def train_and_evaluate(config, workdir) -> dict:
                 epoch,
                 exp.target_buckets,
                 skip=seen_in_epoch,
+                sort_window=cfg.data.sort_window,
             )
             placed = ((i, runner.put_batch(b)) for i, b in epoch_batches)
             for indices, batch in batching.prefetch(placed, cfg.train.prefetch):
