@@ -16,12 +16,11 @@ import argparse
 import json
 import math
 import os
-import platform
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
+from side_by_side import run_meta, steady_samples_per_s
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_jaxft(args, workdir):
     from jaxft import config as config_lib
     from jaxft.train import loop
-    from jaxft.train.writer import read_metrics
 
     config = config_lib.load_experiment(str(ROOT / "experiments/rotten_tomatoes.py"))
     config.seed = args.seed
@@ -39,13 +37,9 @@ def run_jaxft(args, workdir):
     start = time.perf_counter()
     results = loop.train_and_evaluate(config, workdir)
     wall = time.perf_counter() - start
-    records = read_metrics(workdir)
-    train = [r for r in records if r["split"] == "train"]
-    # The first log window includes compilation; steady-state throughput leaves it out.
-    steady = [r["samples_per_s"] for r in train[1:]] or [train[0]["samples_per_s"]]
     return {
         "test_accuracy": results["test"]["accuracy"],
-        "train_samples_per_s": float(np.median(steady)),
+        "train_samples_per_s": steady_samples_per_s(workdir),
         "wall_s": wall,
     }
 
@@ -141,22 +135,9 @@ def main():
     hf_result = run_hf(args)
     print(f"HF PyTorch:      {hf_result}", flush=True)
 
-    import jax
-    import torch
-    import transformers
-
     gap = 100 * (hf_result["test_accuracy"] - jax_result["test_accuracy"])
     ratio = jax_result["train_samples_per_s"] / hf_result["train_samples_per_s"]
-    meta = {
-        "date": str(date.today()),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (CPU)",
-        "versions": {
-            "jax": jax.__version__,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
-        "settings": vars(args),
-    }
+    meta = run_meta(vars(args))
     table = (
         "| run | test accuracy | train samples/s | wall s |\n|---|---|---|---|\n"
         f"| jaxft (JAX/Flax) | {jax_result['test_accuracy']:.4f} | "

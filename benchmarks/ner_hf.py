@@ -21,12 +21,11 @@ import argparse
 import json
 import math
 import os
-import platform
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
+from side_by_side import run_meta, steady_samples_per_s
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_jaxft(args, workdir):
     from jaxft import config as config_lib
     from jaxft.train import loop
-    from jaxft.train.writer import read_metrics
 
     config = config_lib.load_experiment(str(ROOT / "experiments/wnut_ner.py"))
     config.seed = args.seed
@@ -49,12 +47,9 @@ def run_jaxft(args, workdir):
     config.train.eval_splits = ("test",)
     start = time.perf_counter()
     results = loop.train_and_evaluate(config, workdir)
-    train = [r for r in read_metrics(workdir) if r["split"] == "train"]
-    # The first log window includes compilation; steady-state throughput leaves it out.
-    steady = [r["samples_per_s"] for r in train[1:]] or [train[0]["samples_per_s"]]
     return {
         **{f"test_{k}": v for k, v in results["test"].items()},
-        "train_samples_per_s": float(np.median(steady)),
+        "train_samples_per_s": steady_samples_per_s(workdir),
         "wall_s": time.perf_counter() - start,
     }
 
@@ -182,10 +177,6 @@ def main():
         runs["hf"].append(run_hf(args))
         print(f"seed {seed} HF PyTorch: {runs['hf'][-1]}", flush=True)
 
-    import jax
-    import torch
-    import transformers
-
     def mean(name, key):
         return float(np.mean([r[key] for r in runs[name]]))
 
@@ -194,16 +185,7 @@ def main():
 
     gap = 100 * (mean("hf", "test_f1") - mean("jaxft", "test_f1"))
     ratio = mean("jaxft", "train_samples_per_s") / mean("hf", "train_samples_per_s")
-    meta = {
-        "date": str(date.today()),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (CPU)",
-        "versions": {
-            "jax": jax.__version__,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
-        "settings": {k: v for k, v in vars(args).items() if k != "seed"},
-    }
+    meta = run_meta({k: v for k, v in vars(args).items() if k != "seed"})
     names = {"jaxft": "jaxft (JAX/Flax)", "hf": "HF PyTorch (BertForTokenClassification)"}
     table = "| run | seed | test entity F1 | precision | recall | train samples/s | wall s |\n"
     table += "|---|---|---|---|---|---|---|\n"

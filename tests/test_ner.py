@@ -10,7 +10,7 @@ from jaxft import config as config_lib
 from jaxft.data import batching, sources, tasks, user_data
 from jaxft.errors import UserError
 from jaxft.train import inference, loop
-from tests.conftest import needs_torch
+from tests.conftest import needs_torch, tiny_config
 
 PEOPLE = [["alice"], ["bob", "marley"], ["carol"], ["david", "bowie"]]
 PLACES = [["paris"], ["new", "york"], ["london"], ["tokyo"]]
@@ -54,22 +54,9 @@ def ner_files(tmp_path_factory):
 
 
 def _config(model_dir, files, **overrides):
-    c = config_lib.defaults()
-    c.model = str(model_dir)
-    c.task.kind = "token_classification"
-    c.data.source = "files"
-    for split, path in files.items():
-        c.data.files[split] = str(path)
-    c.data.max_length = 32
-    c.optim.lr = 3e-3
-    c.train.batch_size = 16
-    c.train.epochs = 4
-    c.train.log_every = 10
-    c.train.progress = False
-    c.task.head_dropout = 0.0
-    for key, value in overrides.items():
-        config_lib.apply_overrides(c, [(key, repr(value) if not isinstance(value, str) else value)])
-    return c
+    """The shared tiny config (tests/conftest.py), as a token classifier."""
+    settings = {"task.kind": "token_classification", "optim.lr": 3e-3, "train.epochs": 4}
+    return tiny_config(model_dir, files, **settings, **{"train.log_every": 10, **overrides})
 
 
 def test_tags_go_on_first_sub_tokens(minilm_dir):

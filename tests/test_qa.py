@@ -131,7 +131,7 @@ def test_unanswerable_questions_need_squad_v2(tmp_path):
     qa.check_version(splits, squad_v2=True)
 
 
-def _gold_logits(windows, questions):
+def _gold_logits(windows):
     """Span logits that put all their mass on each window's gold (start, end) label."""
     out = []
     for w, ids in enumerate(windows.encoded.input_ids):
@@ -156,7 +156,7 @@ def test_decoding_gold_logits_recovers_every_gold_answer(minilm_dir, tmp_path, s
     # Some answer is cut by a window edge: that window labels [CLS], a neighbour holds it.
     cut = [w for w in range(len(windows.question)) if tuple(windows.encoded.labels[w]) == (0, 0)]
     assert cut
-    answers = qa.decode(windows, _gold_logits(windows, questions), questions.contexts, config.task)
+    answers = qa.decode(windows, _gold_logits(windows), questions.contexts, config.task)
     for got, gold, context in zip(answers, questions.answers, questions.contexts, strict=True):
         if gold:
             assert got["answer"] == gold[0][0]

@@ -97,18 +97,16 @@ def predict(workdir, texts: list[str], text_pairs: list[str] | None = None) -> l
         raise UserError("no text to predict: pass TEXT arguments or --input FILE.jsonl")
     if config.task.kind == "seq2seq":
         return seq2seq.predict(config, model, params, tokenizer, texts)
+    eval_step = jax.jit(step.make_eval_step(model))
     if config.task.kind == "token_classification":
-        eval_step = jax.jit(step.make_eval_step(model))
         return tokens.predict(config, params, tokenizer, eval_step, texts)
     if config.task.kind == "question_answering":
-        eval_step = jax.jit(step.make_eval_step(model))
         return qa.predict(config, params, tokenizer, eval_step, texts, text_pairs)
     examples = sources.Examples(text=list(texts), label=[0] * len(texts), text_pair=text_pairs)
     data = batching.tokenize(
         tokenizer, examples, np.zeros(len(texts), np.int32), config.data.max_length
     )
     lengths = batching.bucket_lengths(config.data.max_length, config.data.buckets)
-    eval_step = jax.jit(step.make_eval_step(model))
     logits = loop.all_logits(
         data,
         params,

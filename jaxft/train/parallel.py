@@ -154,13 +154,14 @@ def put(tree, shardings):
     return jax.tree_util.tree_map(one, tree, shardings)
 
 
-def local_rows(target: NamedSharding, shape: tuple[int, ...]) -> slice:
-    """The rows of a global batch of `shape` that this process's devices hold under `target`."""
+def local_rows(target: NamedSharding, batch_size: int) -> slice:
+    """The rows of a global batch that this process's devices hold under `target` (which splits
+    rows only, so the rows of every leaf of the batch)."""
     starts, stops = [], []
-    for index in target.addressable_devices_indices_map(shape).values():
+    for index in target.addressable_devices_indices_map((batch_size,)).values():
         rows = index[0]
         starts.append(rows.start or 0)
-        stops.append(shape[0] if rows.stop is None else rows.stop)
+        stops.append(batch_size if rows.stop is None else rows.stop)
     return slice(min(starts), max(stops))
 
 
@@ -169,9 +170,8 @@ def put_batch(batch: dict, target: NamedSharding) -> dict:
     each process hands over only its own rows."""
     if jax.process_count() == 1:
         return jax.device_put(batch, target)
+    rows = local_rows(target, len(next(iter(batch.values()))))
     return {
-        name: jax.make_array_from_process_local_data(
-            target, x[local_rows(target, x.shape)], x.shape
-        )
+        name: jax.make_array_from_process_local_data(target, x[rows], x.shape)
         for name, x in batch.items()
     }
