@@ -27,6 +27,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.dtype = "float32"  # compute dtype: float32 | bfloat16 (loss, softmax, norms stay float32)
     c.param_dtype = "float32"  # storage of frozen leaves: float32 | bfloat16 (trained: float32)
     c.seed = 0  # seeds init, dropout and data order
+    # Speed options (BERT family; results equal up to float rounding, dropout masks aside):
+    c.attention = "auto"  # auto (cuDNN flash on GPU in bf16 where no dropout) | explicit | fused
+    c.scan_layers = False  # compile one layer body, run it with lax.scan (faster compile)
+    c.remat = "none"  # none | full | dots: recompute activations in backward (less memory)
 
     c.task = ml_collections.ConfigDict()
     # classification | regression | seq2seq | token_classification | question_answering
@@ -103,6 +107,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.best_metric = ""  # e.g. accuracy: keep the best validated params, score those
     c.train.prefetch = 2  # batches built and placed ahead by a background thread
     c.train.parallel = "mesh"  # with several devices: mesh (jit, sharded) | pmap (replicated)
+    c.train.dropout_rng = "threefry"  # threefry | rbg: per-step dropout bits from XLA's RNG
     return c
 
 
@@ -254,6 +259,9 @@ def validate(config) -> None:
         ("dtype", c.dtype, ("float32", "bfloat16", "float16")),
         ("param_dtype", c.param_dtype, ("float32", "bfloat16")),
         ("train.parallel", c.train.parallel, ("mesh", "pmap")),
+        ("train.dropout_rng", c.train.dropout_rng, ("threefry", "rbg")),
+        ("attention", c.attention, ("auto", "explicit", "fused")),
+        ("remat", c.remat, ("none", "full", "dots")),
     )
     for key, value, allowed in choices:
         if value not in allowed:

@@ -28,7 +28,10 @@ from jaxft.models.layers import (
     LayerNorm,
     activation,
     attention_bias,
+    attention_kernel,
     attention_weights,
+    fused_attention,
+    remat_policy,
 )
 from jaxft.models.outputs import ModelOutput
 
@@ -57,6 +60,10 @@ class BertConfig:
     # Set by strategies, not read from Hugging Face configs:
     lora_dropout: float = 0.0  # dropout on the input of LoRA branches
     adapter_activation: str = "relu"  # nonlinearity inside bottleneck adapters
+    # Speed options, set by the experiment (top-level config keys of the same names):
+    attention: str = "auto"  # auto | explicit | fused: see layers.attention_kernel
+    scan_layers: bool = False  # one compiled layer body applied by lax.scan (faster compile)
+    remat: str = "none"  # none | full | dots: recompute layer activations in the backward pass
 
     @classmethod
     def from_hf_config(cls, hf: dict[str, Any]) -> "BertConfig":
@@ -125,14 +132,16 @@ class SelfAttention(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, bias, deterministic):
+    def __call__(self, x, mask, deterministic):
         c = self.config
         dense = lambda n: Dense(
             c.hidden_size, dtype=self.dtype, lora_dropout=c.lora_dropout, name=n
         )
         heads = lambda t: t.reshape(t.shape[:-1] + (c.num_attention_heads, c.head_dim))
         q, k, v = (heads(dense(n)(x, deterministic)) for n in ("query", "key", "value"))
-        if self.has_variable("params", "prefix_key"):
+        bias = attention_bias(mask)
+        prefixed = self.has_variable("params", "prefix_key")
+        if prefixed:
 
             def prefix(name):
                 learned = heads(self.get_variable("params", name).astype(k.dtype))
@@ -141,9 +150,14 @@ class SelfAttention(nn.Module):
             k = jnp.concatenate([prefix("prefix_key"), k], axis=1)
             v = jnp.concatenate([prefix("prefix_value"), v], axis=1)
             bias = jnp.pad(bias, [(0, 0)] * 3 + [(k.shape[1] - bias.shape[-1], 0)])
-        probs = attention_weights(q, k, bias)
-        probs = nn.Dropout(c.attention_probs_dropout_prob)(probs, deterministic=deterministic)
-        context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
+        dropout_on = not deterministic and c.attention_probs_dropout_prob > 0
+        kernel = attention_kernel(c.attention, q.dtype, c.head_dim, dropout_on or prefixed)
+        if kernel is not None:
+            context = fused_attention(q, k, v, mask, kernel)
+        else:
+            probs = attention_weights(q, k, bias)
+            probs = nn.Dropout(c.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+            context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
         return dense("output")(context.reshape(x.shape[:2] + (c.hidden_size,)), deterministic)
 
 
@@ -159,7 +173,7 @@ class Layer(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, bias, deterministic):
+    def __call__(self, x, mask, deterministic):
         c = self.config
         drop = lambda t: nn.Dropout(c.hidden_dropout_prob)(t, deterministic=deterministic)
         norm = lambda n: LayerNorm(c.layer_norm_eps, dtype=self.dtype, name=n)
@@ -169,7 +183,7 @@ class Layer(nn.Module):
             if self.has_variable("params", n)
             else t
         )
-        attended = SelfAttention(c, self.dtype, name="attention")(x, bias, deterministic)
+        attended = SelfAttention(c, self.dtype, name="attention")(x, mask, deterministic)
         x = norm("attention_norm")(x + drop(adapt(attended, "adapter_attention")))
         h = dense(c.intermediate_size, "intermediate")(x, deterministic)
         h = dense(c.hidden_size, "output")(activation(c.hidden_act)(h), deterministic)
@@ -177,14 +191,56 @@ class Layer(nn.Module):
 
 
 class Encoder(nn.Module):
+    """The stack of layers: unrolled (one compiled copy per layer), or with `scan_layers` one
+    layer body run by `lax.scan` over the layers' parameters stacked at trace time. The
+    parameter tree is the same either way (`layer_{i}/...`), so checkpoints, strategies and the
+    Hugging Face name map don't depend on it. `remat` recomputes each layer's activations in the
+    backward pass instead of storing them (less memory, about a third more compute)."""
+
     config: BertConfig
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, bias, deterministic):
-        for i in range(self.config.num_hidden_layers):
-            x = Layer(self.config, self.dtype, name=f"layer_{i}")(x, bias, deterministic)
+    def __call__(self, x, mask, deterministic):
+        c = self.config
+        policy = remat_policy(c.remat)
+        names = [f"layer_{i}" for i in range(c.num_hidden_layers)]
+        if c.scan_layers and not self.is_initializing():
+            stacked = stack_layers([self.variables["params"][n] for n in names])
+            if stacked is not None:
+                return self._scan(x, mask, deterministic, stacked, policy)
+        block = Layer if policy is None else nn.remat(Layer, policy=policy, static_argnums=(3,))
+        for name in names:
+            x = block(c, self.dtype, name=name)(x, mask, deterministic)
         return x
+
+    def _scan(self, x, mask, deterministic, stacked, policy):
+        layer = Layer(self.config, self.dtype)  # unbound: applied with each layer's params
+        n = self.config.num_hidden_layers
+        keys = jnp.zeros((n,)) if deterministic else jax.random.split(self.make_rng("dropout"), n)
+
+        def body(x, inputs):
+            params, key = inputs
+            rngs = None if deterministic else {"dropout": key}
+            return layer.apply({"params": params}, x, mask, deterministic, rngs=rngs), None
+
+        if policy is not None:
+            body = jax.checkpoint(body, policy=policy)
+        return jax.lax.scan(body, x, (stacked, keys))[0]
+
+
+def stack_layers(layers: list) -> Any:
+    """The layers' parameter trees stacked leaf by leaf, or None when they differ in structure,
+    shape or dtype (a strategy that touched some layers only): then the stack stays unrolled."""
+
+    def signature(tree):
+        leaves = jax.tree_util.tree_leaves(tree)
+        return jax.tree_util.tree_structure(tree), [(x.shape, x.dtype) for x in leaves]
+
+    first = signature(layers[0])
+    if any(signature(layer) != first for layer in layers[1:]):
+        return None
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *layers)
 
 
 class BertModel(nn.Module):
@@ -237,7 +293,7 @@ class BertModel(nn.Module):
         x = Embeddings(c, self.dtype, name="embeddings")(
             input_ids, token_type_ids, position_ids, deterministic
         )
-        x = Encoder(c, self.dtype, name="encoder")(x, attention_bias(attention_mask), deterministic)
+        x = Encoder(c, self.dtype, name="encoder")(x, attention_mask, deterministic)
         pooled = None
         if c.add_pooling_layer:
             pooled = jnp.tanh(Dense(c.hidden_size, dtype=self.dtype, name="pooler")(x[:, 0]))

@@ -122,3 +122,51 @@ def attention_weights(q: jax.Array, k: jax.Array, bias: jax.Array) -> jax.Array:
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
     scores = scores * (q.shape[-1] ** -0.5) + bias
     return jax.nn.softmax(scores, axis=-1)
+
+
+ATTENTION_OPTIONS = ("auto", "explicit", "fused")
+
+
+def attention_kernel(option: str, dtype, head_dim: int, needs_explicit: bool) -> str | None:
+    """Which `jax.nn.dot_product_attention` implementation runs attention, or None for the
+    explicit einsum-softmax-einsum (the one that supports attention dropout and prefixes).
+
+    - "explicit": always the einsum path;
+    - "fused": `jax.nn.dot_product_attention`, cuDNN's flash kernel on GPU, XLA elsewhere;
+    - "auto": fused on a GPU in bf16/fp16 where cuDNN takes the shape, else explicit.
+
+    `needs_explicit` (attention dropout in this call, learned prefixes) always selects the
+    explicit path: neither fused implementation has dropout or takes a non-right-padded mask.
+    """
+    if option not in ATTENTION_OPTIONS:
+        raise ValueError(f"unknown attention {option!r}; choose from {ATTENTION_OPTIONS}")
+    if option == "explicit" or needs_explicit:
+        return None
+    on_gpu = jax.default_backend() == "gpu"
+    if option == "fused":
+        return "cudnn" if on_gpu else "xla"
+    cudnn_ok = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0
+    return "cudnn" if on_gpu and cudnn_ok and head_dim <= 128 else None
+
+
+def fused_attention(q, k, v, attention_mask, implementation: str) -> jax.Array:
+    """softmax(q·k/sqrt(d)) v with padding given as per-row key lengths, so cuDNN runs its
+    padded flash kernel instead of reading a bias. The lengths are the mask's row sums, which
+    assumes right padding, the only kind jaxft's batching makes."""
+    lengths = jnp.sum(attention_mask, axis=-1, dtype=jnp.int32)
+    return jax.nn.dot_product_attention(
+        q, k, v, key_value_seq_lengths=lengths, implementation=implementation
+    )
+
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,  # keep layer inputs only
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
+}
+
+
+def remat_policy(name: str):
+    if name not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat {name!r}; choose from {sorted(REMAT_POLICIES)}")
+    return REMAT_POLICIES[name]

@@ -78,7 +78,7 @@ def load_workdir(workdir):
     params, mask = peft.apply(base, config.strategy, loop.init_rngs(config.seed)[0])
     template, frozen = peft.paths.split(params, mask)
     _, trained = checkpoint.restore_params(workdir, template)
-    model = loop.with_strategy(model, config.strategy)
+    model = loop.with_speed_options(loop.with_strategy(model, config.strategy), config)
     return config, model, peft.paths.merge(trained, frozen), loop.load_tokenizer(config)
 
 

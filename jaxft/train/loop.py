@@ -22,7 +22,7 @@ from jaxft import models, peft
 from jaxft.data import batching, sources, tasks
 from jaxft.errors import UserError
 from jaxft.metrics import classification as metrics_lib
-from jaxft.models import t5
+from jaxft.models import bert, t5
 from jaxft.train import checkpoint, distributed, optim, parallel, qa, seq2seq, step, tokens
 from jaxft.train import state as state_lib
 from jaxft.train.writer import MetricWriter
@@ -263,6 +263,19 @@ def with_strategy(model, strategy_cfg):
     return model.clone(config=dataclasses.replace(model.config, **options))
 
 
+def with_speed_options(model, cfg):
+    """The model with the experiment's attention kernel, layer scan and remat settings."""
+    options = {"attention": cfg.attention, "scan_layers": cfg.scan_layers, "remat": cfg.remat}
+    if isinstance(model.config, bert.BertConfig):
+        return model.clone(config=dataclasses.replace(model.config, **options))
+    if (cfg.scan_layers, cfg.remat) != (False, "none"):
+        raise UserError(
+            "scan_layers and remat are implemented for the BERT family only; "
+            f"this is a {type(model.config).__name__} model: leave them at their defaults"
+        )
+    return model
+
+
 def init_rngs(seed: int):
     """(strategy init key, dropout key): the same for a run and for restoring its workdir."""
     return jax.random.split(jax.random.key(seed))
@@ -297,7 +310,7 @@ def train_and_evaluate(config, workdir) -> dict:
         write_base_model(workdir, cfg)
 
     rng_init, rng_dropout = init_rngs(cfg.seed)
-    exp.model = with_strategy(exp.model, cfg.strategy)
+    exp.model = with_speed_options(with_strategy(exp.model, cfg.strategy), cfg)
     params, mask = peft.apply(exp.params, cfg.strategy, rng_init)
     params = store_frozen(params, mask, cfg.param_dtype)
     log.info(peft.summary(params, mask))
@@ -339,6 +352,7 @@ def train_and_evaluate(config, workdir) -> dict:
             cfg.task.label_smoothing,
             accum_steps=cfg.train.grad_accum_steps,
             axis_name=axis_name,
+            dropout_rng=cfg.train.dropout_rng,
         ),
         step.make_eval_step(exp.model),
     )
@@ -518,6 +532,9 @@ RESUME_FREE_KEYS = (
     "mesh.data",
     "mesh.fsdp",
     "mesh.rules",
+    "attention",
+    "scan_layers",
+    "remat",
 )
 
 

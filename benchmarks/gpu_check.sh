@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The one prepared check for a machine with an NVIDIA GPU whose python3 already has JAX, PyTorch,
+# transformers and PEFT, and no network: parity tests on the GPU, then benchmarks/throughput.py
+# against Hugging Face PyTorch. About 6 minutes on an H100. Everything it prints also lands in
+# $OUT (default benchmarks/results/gpu_check): gpu_check.log, parity.log, throughput.{json,md}.
+#
+#   bash benchmarks/gpu_check.sh          # GPU preset when nvidia-smi sees a GPU, else CPU/tiny
+#   bash benchmarks/gpu_check.sh --cpu    # force the CPU path (tiny sizes): how CI tests it
+#
+# Missing pure-Python dependencies (ml_collections) travel as wheels in .whl/ (see README).
+# Environment: PYTHON (default python3), THROUGHPUT_ARGS (extra flags for throughput.py),
+# PARITY_SELECT (pytest -k), PARITY_TIMEOUT / THROUGHPUT_BUDGET (seconds).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-benchmarks/results/gpu_check}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python3}"
+exec > >(tee "$OUT/gpu_check.log") 2>&1
+
+mode=gpu
+if [[ "${1:-}" == "--cpu" ]] || ! nvidia-smi -L >/dev/null 2>&1; then mode=cpu; fi
+echo "== gpu_check $(date -u +%FT%TZ) mode=$mode"
+
+if ! "$PY" -c "import ml_collections" 2>/dev/null; then
+  if compgen -G ".whl/*.whl" >/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/jaxft_site .whl/*.whl || exit 1
+    export PYTHONPATH="/tmp/jaxft_site${PYTHONPATH:+:$PYTHONPATH}"
+  else
+    echo "ml_collections is missing and .whl/ has no wheels: see README (GPU check)"; exit 1
+  fi
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+
+if [[ $mode == gpu ]]; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  export JAX_PLATFORMS=cuda
+  preset=gpu
+else
+  export JAX_PLATFORMS=cpu
+  preset=tiny
+fi
+"$PY" -c "import jax, flax, torch, transformers, peft; print('jax', jax.__version__, \
+jax.devices(), '| flax', flax.__version__, '| torch', torch.__version__, \
+'| transformers', transformers.__version__, '| peft', peft.__version__)"
+
+# 1. Parity with HF PyTorch (float32, max abs diff <= 1e-4), JAX on this device. The real MiniLM
+#    test needs its asset package, which is not on the GPU machine (90 MB, over what travels).
+echo "== parity tests"
+parity_tests=(tests/test_attention_kernels.py tests/test_bert_parity.py tests/test_t5_parity.py)
+timeout "${PARITY_TIMEOUT:-110}" "$PY" -m pytest -q -p no:cacheprovider "${parity_tests[@]}" \
+  -k "${PARITY_SELECT:-not real_minilm}" 2>&1 | tee "$OUT/parity.log"
+parity=${PIPESTATUS[0]}
+
+# 2. Throughput against HF PyTorch, same shapes, same process tree.
+echo "== throughput ($preset)"
+budget="${THROUGHPUT_BUDGET:-250}"
+[[ $mode == cpu ]] && extra=(--steps 2 --warmup 1 --no-torch_compile) || extra=()
+# shellcheck disable=SC2086
+timeout $((budget + 90)) "$PY" benchmarks/throughput.py --preset "$preset" --budget_s "$budget" \
+  --out "$OUT" "${extra[@]}" ${THROUGHPUT_ARGS:-}
+throughput=$?
+
+echo "== gpu_check done: parity exit $parity, throughput exit $throughput"
+[[ $parity == 0 && $throughput == 0 ]]

@@ -1,0 +1,169 @@
+"""Speed options change how the BERT encoder computes, never what: fused attention, layers under
+lax.scan and remat give the explicit, unrolled model's outputs and gradients. The cuDNN test runs
+where a GPU is (benchmarks/gpu_check.sh); the rest run everywhere."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxft import peft
+from jaxft.models import bert, heads, layers
+from jaxft.train import state as state_lib
+from jaxft.train import step
+
+ON_GPU = jax.default_backend() == "gpu"
+CONFIG = bert.BertConfig(
+    vocab_size=100,
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=32,
+)
+
+
+def _inputs():
+    ids = jnp.asarray(np.random.default_rng(0).integers(3, 100, (3, 12)), jnp.int32)
+    mask = jnp.ones_like(ids).at[1, 7:].set(0).at[2, 4:].set(0)  # right padding
+    return ids, mask
+
+
+def _model(dtype=jnp.float32, **options):
+    config = dataclasses.replace(CONFIG, **options)
+    return bert.BertModel(config, head=heads.HeadConfig(num_labels=2), dtype=dtype)
+
+
+def _outputs_and_grads(model, params):
+    ids, mask = _inputs()
+
+    def loss(p):
+        out = model.apply({"params": p}, ids, attention_mask=mask)
+        return jnp.sum(out.logits), out
+
+    (_, out), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    return out, grads
+
+
+def _max_diff(a, b):
+    return max(
+        float(jnp.max(jnp.abs(x.astype(jnp.float32) - y.astype(jnp.float32))))
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
+    )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(attention="fused"), dict(scan_layers=True), dict(remat="full"), dict(remat="dots")],
+    ids=["fused", "scan", "remat_full", "remat_dots"],
+)
+def test_speed_option_gives_the_same_outputs_and_gradients(options):
+    reference = _model(attention="explicit")
+    ids, mask = _inputs()
+    params = reference.init(jax.random.key(0), ids)["params"]
+    ref_out, ref_grads = _outputs_and_grads(reference, params)
+    out, grads = _outputs_and_grads(_model(**options), params)
+    keep = np.asarray(mask, bool)  # hidden states of padding positions are not compared
+    hidden = np.abs(np.asarray(out.last_hidden_state) - np.asarray(ref_out.last_hidden_state))
+    assert hidden[keep].max() <= 1e-5
+    assert _max_diff(out.logits, ref_out.logits) <= 1e-5
+    assert _max_diff(grads, ref_grads) <= 1e-5
+
+
+def test_scan_falls_back_to_unrolled_when_layers_differ():
+    """LoRA on one layer only: the layers' trees differ, so they cannot be stacked."""
+    ids, _ = _inputs()
+    params = _model().init(jax.random.key(0), ids)["params"]
+    cfg = peft.defaults()
+    cfg.name, cfg.lora.targets = "lora", ("layer_1/attention/query$",)
+    params, _ = peft.apply(params, cfg, jax.random.key(1))
+    layer_trees = [params["encoder"][f"layer_{i}"] for i in range(3)]
+    assert bert.stack_layers(layer_trees) is None
+    ref_out, ref_grads = _outputs_and_grads(_model(), params)
+    out, grads = _outputs_and_grads(_model(scan_layers=True), params)
+    assert _max_diff((out.logits, grads), (ref_out.logits, ref_grads)) <= 1e-6
+
+
+def test_scan_with_dropout_trains_and_is_deterministic():
+    model = _model(scan_layers=True)
+    ids, mask = _inputs()
+    params = model.init(jax.random.key(0), ids)["params"]
+    run = lambda key: (
+        model.apply(
+            {"params": params}, ids, attention_mask=mask, deterministic=False, rngs={"dropout": key}
+        ).logits
+    )
+    np.testing.assert_array_equal(run(jax.random.key(1)), run(jax.random.key(1)))
+    assert not np.allclose(run(jax.random.key(1)), run(jax.random.key(2)))
+
+
+def _train_losses(dropout_rng: str, steps: int = 3) -> list[float]:
+    model = _model()
+    ids, mask = _inputs()
+    params = model.init(jax.random.key(0), ids)["params"]
+    tx = optax.adamw(1e-3)
+    state = state_lib.create(params, jax.tree_util.tree_map(lambda _: True, params), tx,
+                             jax.random.key(3))  # fmt: skip
+    batch = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "token_type_ids": jnp.zeros_like(ids),
+        "labels": jnp.array([0, 1, 1]),
+        "weights": jnp.ones((3,)),
+    }
+    train_step = jax.jit(step.make_train_step(model, tx, dropout_rng=dropout_rng))
+    losses = []
+    for _ in range(steps):
+        state, metrics = train_step(state, batch)
+        losses.append(float(metrics["loss"]))
+    return losses
+
+
+def test_rbg_dropout_is_reproducible_and_draws_other_masks_than_threefry():
+    rbg = _train_losses("rbg")
+    assert rbg == _train_losses("rbg")
+    assert all(np.isfinite(rbg))
+    assert rbg != _train_losses("threefry")
+
+
+def test_attention_kernel_choice():
+    bf16 = jnp.bfloat16
+    assert layers.attention_kernel("explicit", bf16, 64, False) is None
+    assert layers.attention_kernel("auto", bf16, 64, True) is None  # dropout on: explicit
+    assert layers.attention_kernel("fused", jnp.float32, 64, False) == (
+        "cudnn" if ON_GPU else "xla"
+    )
+    assert layers.attention_kernel("auto", bf16, 64, False) == ("cudnn" if ON_GPU else None)
+    assert layers.attention_kernel("auto", jnp.float32, 64, False) is None
+    with pytest.raises(ValueError, match="unknown attention"):
+        layers.attention_kernel("flash", bf16, 64, False)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="cuDNN's fused attention needs an NVIDIA GPU")
+def test_cudnn_attention_matches_explicit_in_bf16():
+    ids = jnp.asarray(np.random.default_rng(1).integers(3, 100, (4, 128)), jnp.int32)
+    mask = jnp.ones_like(ids).at[1, 100:].set(0).at[2, 17:].set(0)
+    config = dataclasses.replace(CONFIG, hidden_size=256, num_attention_heads=4)
+    explicit = bert.BertModel(dataclasses.replace(config, attention="explicit"), dtype=jnp.bfloat16)
+    fused = bert.BertModel(dataclasses.replace(config, attention="auto"), dtype=jnp.bfloat16)
+    params = explicit.init(jax.random.key(0), ids)["params"]
+    keep = np.asarray(mask, bool)
+
+    def hidden_and_grads(model):
+        def loss(p):
+            h = model.apply({"params": p}, ids, attention_mask=mask).last_hidden_state
+            return jnp.sum(h * mask[..., None]), h
+
+        (_, h), g = jax.value_and_grad(loss, has_aux=True)(params)
+        return np.asarray(h)[keep], g
+
+    relative = lambda a, b: float(jnp.linalg.norm(a - b) / jnp.linalg.norm(a))
+    (a, grads_a), (b, grads_b) = hidden_and_grads(explicit), hidden_and_grads(fused)
+    assert relative(a, b) < 2e-2
+    for ga, gb in zip(
+        jax.tree_util.tree_leaves(grads_a), jax.tree_util.tree_leaves(grads_b), strict=True
+    ):
+        assert relative(ga, gb) < 5e-2
