@@ -123,19 +123,19 @@ def _train_losses(dropout_rng: str, steps: int = 3) -> list[float]:
 
 
 def test_rbg_dropout_is_reproducible_and_draws_other_masks_than_threefry():
-    rbg = _train_losses("rbg")
-    assert rbg == _train_losses("rbg")
-    assert all(np.isfinite(rbg))
-    assert rbg != _train_losses("threefry")
+    rbg = np.array(_train_losses("rbg"))
+    assert np.all(np.isfinite(rbg))
+    # GPU scatter-adds (embedding gradients) may change the last bits between runs
+    np.testing.assert_allclose(rbg, _train_losses("rbg"), rtol=1e-5)
+    assert np.abs(rbg - np.array(_train_losses("threefry"))).max() > 1e-4
 
 
 def test_attention_kernel_choice():
     bf16 = jnp.bfloat16
     assert layers.attention_kernel("explicit", bf16, 64, False) is None
     assert layers.attention_kernel("auto", bf16, 64, True) is None  # dropout on: explicit
-    assert layers.attention_kernel("fused", jnp.float32, 64, False) == (
-        "cudnn" if ON_GPU else "xla"
-    )
+    assert layers.attention_kernel("fused", jnp.float32, 64, False) == "xla"
+    assert layers.attention_kernel("fused", bf16, 64, False) == ("cudnn" if ON_GPU else "xla")
     assert layers.attention_kernel("auto", bf16, 64, False) == ("cudnn" if ON_GPU else None)
     assert layers.attention_kernel("auto", jnp.float32, 64, False) is None
     with pytest.raises(ValueError, match="unknown attention"):
@@ -160,10 +160,10 @@ def test_cudnn_attention_matches_explicit_in_bf16():
         (_, h), g = jax.value_and_grad(loss, has_aux=True)(params)
         return np.asarray(h)[keep], g
 
-    relative = lambda a, b: float(jnp.linalg.norm(a - b) / jnp.linalg.norm(a))
+    def relative(a, b):
+        a, b = (jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(t)]) for t in (a, b))
+        return float(jnp.linalg.norm(a.astype(jnp.float32) - b) / jnp.linalg.norm(a))
+
     (a, grads_a), (b, grads_b) = hidden_and_grads(explicit), hidden_and_grads(fused)
     assert relative(a, b) < 2e-2
-    for ga, gb in zip(
-        jax.tree_util.tree_leaves(grads_a), jax.tree_util.tree_leaves(grads_b), strict=True
-    ):
-        assert relative(ga, gb) < 5e-2
+    assert relative(grads_a, grads_b) < 3e-2  # all gradients together: some are ~0 in theory

@@ -132,7 +132,8 @@ def attention_kernel(option: str, dtype, head_dim: int, needs_explicit: bool) ->
     explicit einsum-softmax-einsum (the one that supports attention dropout and prefixes).
 
     - "explicit": always the einsum path;
-    - "fused": `jax.nn.dot_product_attention`, cuDNN's flash kernel on GPU, XLA elsewhere;
+    - "fused": `jax.nn.dot_product_attention`: cuDNN's flash kernel on GPU in bf16/fp16, XLA's
+      implementation elsewhere;
     - "auto": fused on a GPU in bf16/fp16 where cuDNN takes the shape, else explicit.
 
     `needs_explicit` (attention dropout in this call, learned prefixes) always selects the
@@ -142,11 +143,11 @@ def attention_kernel(option: str, dtype, head_dim: int, needs_explicit: bool) ->
         raise ValueError(f"unknown attention {option!r}; choose from {ATTENTION_OPTIONS}")
     if option == "explicit" or needs_explicit:
         return None
-    on_gpu = jax.default_backend() == "gpu"
+    half = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+    cudnn_ok = jax.default_backend() == "gpu" and half and head_dim % 8 == 0 and head_dim <= 128
     if option == "fused":
-        return "cudnn" if on_gpu else "xla"
-    cudnn_ok = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0
-    return "cudnn" if on_gpu and cudnn_ok and head_dim <= 128 else None
+        return "cudnn" if cudnn_ok else "xla"
+    return "cudnn" if cudnn_ok else None
 
 
 def fused_attention(q, k, v, attention_mask, implementation: str) -> jax.Array:

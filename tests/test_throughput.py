@@ -1,0 +1,91 @@
+"""benchmarks/throughput.py and benchmarks/gpu_check.sh, on the CPU at small sizes: the FLOP
+formula behind MFU agrees with XLA's own count, and the GPU check runs end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from tests.conftest import needs_torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import throughput  # noqa: E402
+
+BERT = dict(vocab_size=1000, hidden_size=256, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=1024)  # fmt: skip
+T5 = dict(vocab_size=1000, d_model=256, d_kv=64, d_ff=1024, num_layers=2, num_decoder_layers=2,
+          num_heads=4)  # fmt: skip
+
+
+def xla_step_flops(arch, shape, dims, strategy):
+    from jaxft.train import step
+
+    settings = throughput.jaxft_settings("default", "float32")
+    model, state, tx = throughput.build_jaxft(arch, shape, strategy, settings)
+    batch = throughput.numpy_batch(arch, dims, shape["vocab_size"])
+    batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    train_step = step.make_train_step(model, tx, dropout_rng="rbg")
+    compiled = jax.jit(train_step).lower(state, batch).compile()
+    return throughput.xla_flops(compiled)
+
+
+@pytest.mark.parametrize(
+    "arch,strategy",
+    [("bert", "full"), ("bert", "lora"), ("bert", "frozen"), ("t5", "full")],
+)
+def test_model_flops_agree_with_xla(arch, strategy):
+    """XLA also counts norms, softmax, GELU and AdamW, so it lands a little above the matmul
+    count; a wrong factor (2x vs 3x, a forgotten decoder or LM head) lands far outside."""
+    shape, dims = (BERT, (8, 64)) if arch == "bert" else (T5, (4, 64, 32))
+    ours = throughput.model_flops(arch, shape, dims, strategy)
+    xla = xla_step_flops(arch, shape, dims, strategy)
+    assert 0.97 <= xla / ours <= 1.15, (xla, ours, xla / ours)
+
+
+def test_peak_flops_by_device_name():
+    assert throughput.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16", 0) == 989e12
+    assert throughput.peak_flops("NVIDIA H200", "float32", 0) == 494e12
+    assert throughput.peak_flops("x86_64 CPU (2 cores)", "float32", 0) is None
+    assert throughput.peak_flops("x86_64 CPU (2 cores)", "float32", 1.5) == 1.5e12
+
+
+@needs_torch
+def test_gpu_check_runs_on_the_cpu(tmp_path):
+    env = dict(
+        os.environ,
+        OUT=str(tmp_path),
+        PYTHON=sys.executable,
+        PARITY_SELECT="test_backbone_matches_hf and not roberta",
+        THROUGHPUT_ARGS="--only bert --strategies full,lora --ablations rbg",
+    )
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--cpu"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "1 passed" in (tmp_path / "parity.log").read_text()
+    result = json.loads((tmp_path / "throughput.json").read_text())
+    assert result["complete"]
+    rows = {(r["framework"], r["strategy"], r["variant"]): r for r in result["rows"]}
+    expected = {
+        ("jaxft", "full", "default"),
+        ("hf", "full", "eager"),
+        ("jaxft", "lora", "default"),
+        ("hf", "lora", "eager"),
+        ("jaxft", "full", "rbg"),
+    }
+    assert set(rows) == expected
+    assert all(r["samples_s"] > 0 and not r["error"] for r in rows.values())
+    ratios = {q["ratio"] for q in result["ratios"]}
+    assert "bert full: jaxft / HF eager" in ratios
+    assert "bert lora / bert full (jaxft)" in ratios
+    assert (tmp_path / "throughput.md").read_text().startswith("# Train-step throughput")
