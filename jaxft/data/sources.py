@@ -218,7 +218,7 @@ BUILTIN = {
 
 def load(data_config):
     """`config.data` -> ({split: Examples}, label names or None)."""
-    from jaxft.data import glue, user_data
+    from jaxft.data import glue, tfds_source, user_data
 
     name = data_config.source
     if name in BUILTIN:
@@ -238,5 +238,7 @@ def load(data_config):
         if not data_config.path:
             raise UserError(f"data.source={name!r} needs data.path: your local GLUE folder")
         return glue.load(name.partition(":")[2], data_config.path)
-    known = sorted(BUILTIN) + ["files", "disk", "function", "glue:<task>"]
+    if name.startswith("tfds:"):
+        return tfds_source.load(name.partition(":")[2], data_config.path, *columns)
+    known = sorted(BUILTIN) + ["files", "disk", "function", "glue:<task>", "tfds:<name>"]
     raise UserError(f"unknown data source {name!r}; use one of {known}")
