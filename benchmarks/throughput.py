@@ -16,11 +16,9 @@ Columns: samples/s, tokens/s, ms/step, compile s (jaxft: lower + compile; torch.
 first steps minus a steady step), memory (jaxft: XLA's buffer plan for the step, arguments +
 outputs + temporaries - donated aliases; torch: `max_memory_allocated`), and MFU = model FLOPs
 per step / step time / the device's dense peak (bf16 989 TFLOP/s on H100/H200 SXM; on a CPU
-pass --peak_tflops). Model FLOPs are counted analytically (`model_flops`): forward
-M = 2 x tokens x weight-matmul params (encoder layers, T5 decoder and LM head) plus attention
-A = 4 x tokens x keys x inner width per layer; a full step is 3(M + A); LoRA and adapters
-2M + 3A + 3x their branch (no weight gradients for frozen matmuls, gradients still flow through
-them); frozen M + A (forward only). Embedding lookups, norms and the tiny heads are not counted.
+pass --peak_tflops). Model FLOPs are counted analytically (`benchmarks/mfu.py` states the
+formula: a full step is 3x the forward matmul and attention FLOPs, LoRA and adapters 2x matmul
++ 3x attention, frozen 1x).
 XLA's own cost-analysis count of each compiled step is reported beside it.
 
 Writes `throughput.json` and `throughput.md` into --out (default benchmarks/results), tagged
@@ -41,6 +39,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import mfu  # noqa: E402
+import throughput_report as report  # noqa: E402
 
 # Shapes: (BERT config fields, T5 config fields). BERT-base and T5-base are the published ones.
 SHAPES = {
@@ -72,62 +74,10 @@ PRESETS = {
     "tiny": dict(shape="tiny", dtype="float32", bert=(4, 16), t5=(2, 16, 8),
                  ablations="rbg,scan,remat,attn_explicit,attn_fused"),
 }  # fmt: skip
-# Dense peak FLOP/s per device kind (vendor datasheets, no sparsity), by compute dtype.
-PEAKS = {
-    "H100": {"bfloat16": 989e12, "float32": 494e12},  # SXM; fp32 matmuls run as TF32
-    "H200": {"bfloat16": 989e12, "float32": 494e12},
-    "A100": {"bfloat16": 312e12, "float32": 156e12},
-}
 TORCH_SHARE = 0.45  # of --budget_s, for the HF rows (torch.compile's first steps are slow)
 ROW_MARKER = "ROW_JSON "  # how the torch child hands its measured rows back
 LORA = dict(rank=8, alpha=16.0, dropout=0.1, targets=("query", "value"))
 ADAPTER_SIZE = 64
-
-
-# --- model FLOPs -------------------------------------------------------------------------------
-
-
-def model_flops(arch: str, shape: dict, dims: tuple, strategy: str) -> float:
-    """Model FLOPs of one train step (see the module docstring for the formula)."""
-    if arch == "bert":
-        batch, seq = dims
-        d, f, layers = shape["hidden_size"], shape["intermediate_size"], shape["num_hidden_layers"]
-        tokens = batch * seq
-        matmul = 2 * tokens * layers * (4 * d * d + 2 * d * f)
-        attention = 4 * tokens * seq * d * layers
-        branch = 0.0
-        if strategy == "lora":  # two targeted [d, d] projections per layer, rank r
-            branch = 2 * tokens * layers * len(LORA["targets"]) * LORA["rank"] * 2 * d
-        if strategy == "adapters":  # Houlsby: two d -> size -> d bottlenecks per layer
-            branch = 2 * tokens * layers * 2 * (2 * d * ADAPTER_SIZE)
-    else:
-        batch, source, target = dims
-        d, f, inner = shape["d_model"], shape["d_ff"], shape["num_heads"] * shape["d_kv"]
-        enc_layers, dec_layers = shape["num_layers"], shape["num_decoder_layers"]
-        src, tgt = batch * source, batch * target
-        matmul = 2 * enc_layers * src * (4 * d * inner + 2 * d * f)
-        # decoder: self-attention and cross q/o on target tokens, cross k/v on the source
-        matmul += 2 * dec_layers * (tgt * (6 * d * inner + 2 * d * f) + src * 2 * d * inner)
-        matmul += 2 * tgt * d * shape["vocab_size"]  # LM head
-        attention = 4 * inner * (enc_layers * src * source + dec_layers * tgt * (target + source))
-        branch = 0.0
-    if strategy == "full":
-        return 3 * (matmul + attention)
-    if strategy == "frozen":
-        return matmul + attention
-    return 2 * matmul + 3 * attention + 3 * branch
-
-
-def peak_flops(device_kind: str, dtype: str, override_tflops: float) -> float | None:
-    if override_tflops:
-        return override_tflops * 1e12
-    for name, peaks in PEAKS.items():
-        if name in device_kind:
-            return peaks[dtype if dtype in peaks else "bfloat16"]
-    return None
-
-
-# --- jaxft rows ------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -438,9 +388,17 @@ def run_rows(rows, args, runner, deadline, on_row=lambda row: None) -> list[Row]
     done = []
     for row in rows:
         shape = SHAPES[row.shape][0 if row.arch == "bert" else 1]
-        row.model_flops = model_flops(row.arch, shape, row.dims, row.strategy)
+        row.model_flops = mfu.model_flops(
+            row.arch,
+            shape,
+            row.dims,
+            row.strategy,
+            LORA["rank"],
+            len(LORA["targets"]),
+            ADAPTER_SIZE,
+        )
         dtype = "float32" if row.variant == "float32" else row.dtype
-        peak = peak_flops(device_kind, dtype, args.peak_tflops)
+        peak = mfu.peak_flops(device_kind, dtype, args.peak_tflops)
         if time.monotonic() > deadline:
             row.error = "skipped: --budget_s spent"
         else:
@@ -450,7 +408,7 @@ def run_rows(rows, args, runner, deadline, on_row=lambda row: None) -> list[Row]
                 row.error = f"{type(e).__name__}: {e}"[:500]
                 traceback.print_exc()
         done.append(row)
-        print(format_row(row), flush=True)
+        print(report.format_row(row), flush=True)
         on_row(row)
     return done
 
@@ -468,16 +426,6 @@ def device_name(framework: str) -> str:
     if d.platform == "cpu":
         return f"{platform.processor() or platform.machine()} CPU ({os.cpu_count()} cores)"
     return d.device_kind
-
-
-def format_row(r: Row) -> str:
-    if r.error:
-        return f"{r.framework:5} {r.arch:4} {r.strategy:8} {r.variant:13} ERROR {r.error[:120]}"
-    mfu = f"{r.mfu:6.1%}" if r.mfu is not None else "   n/a"
-    return (
-        f"{r.framework:5} {r.arch:4} {r.strategy:8} {r.variant:13} {r.samples_s:9.1f} samples/s "
-        f"{r.step_ms:8.2f} ms  compile {r.compile_s:5.1f} s  mem {r.memory_gb:5.2f} GB  MFU {mfu}"
-    )
 
 
 def torch_child(args, rows: list[Row], budget: float) -> list[Row]:
@@ -509,91 +457,6 @@ def torch_child(args, rows: list[Row], budget: float) -> list[Row]:
             for key, value in found.items():
                 setattr(row, key, tuple(value) if key == "dims" else value)
     return hf_rows
-
-
-def ratios(rows: list[Row]) -> list[dict]:
-    """jaxft / HF per (arch, strategy), jaxft full / HF compile, jaxft LoRA / jaxft full."""
-    ok = {(r.framework, r.arch, r.strategy, r.variant): r for r in rows if not r.error}
-    out = []
-
-    def add(name, a, b, target):
-        if a in ok and b in ok:
-            value = ok[a].samples_s / ok[b].samples_s
-            out.append({"ratio": name, "value": value, "target": target})
-
-    for arch in ("bert", "t5"):
-        for s in ("full", "lora", "adapters", "frozen"):
-            target = {("bert", "full"): 1.8, ("bert", "frozen"): 2.0, ("t5", "full"): 1.5}
-            add(
-                f"{arch} {s}: jaxft / HF eager",
-                ("jaxft", arch, s, "default"),
-                ("hf", arch, s, "eager"),
-                target.get((arch, s)),
-            )
-    add(
-        "bert full: jaxft / HF torch.compile",
-        ("jaxft", "bert", "full", "default"),
-        ("hf", "bert", "full", "compile"),
-        1.5,
-    )
-    for s in ("lora", "adapters", "frozen"):
-        add(
-            f"bert {s} / bert full (jaxft)",
-            ("jaxft", "bert", s, "default"),
-            ("jaxft", "bert", "full", "default"),
-            1.3 if s == "lora" else None,
-        )
-    for a in ABLATIONS:
-        add(
-            f"bert full default / {a} (jaxft)",
-            ("jaxft", "bert", "full", "default"),
-            ("jaxft", "bert", "full", a),
-            None,
-        )
-    if ("jaxft", "bert", "full", "attn_fused") in ok:
-        add(
-            "bert full attn_fused / attn_explicit (jaxft)",
-            ("jaxft", "bert", "full", "attn_fused"),
-            ("jaxft", "bert", "full", "attn_explicit"),
-            None,
-        )
-    return out
-
-
-def markdown(result: dict) -> str:
-    lines = [
-        f"# Train-step throughput: {result['device']}",
-        "",
-        f"{result['date']}; `{result['command']}`; jax {result['versions'].get('jax')}, "
-        f"torch {result['versions'].get('torch')}, transformers "
-        f"{result['versions'].get('transformers')}. Random init, full-length sequences, "
-        "AdamW + clip 1.0, dropout 0.1. jaxft rows run the library defaults (attention=auto, "
-        "train.dropout_rng=threefry, no scan or remat) unless their variant names an ablation, and "
-        "store frozen leaves in bf16 when computing in bf16.",
-        "",
-        "| framework | model | strategy | variant | batch x len | dtype | samples/s | tokens/s "
-        "| ms/step | compile s | memory GB | MFU | XLA GFLOP/step | model GFLOP/step |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in result["rows"]:
-        dims = " x ".join(str(d) for d in r["dims"])
-        head = f"| {r['framework']} | {r['arch']} | {r['strategy']} | {r['variant']} | {dims} "
-        if r["error"]:
-            lines.append(head + f"| {r['dtype']} | {r['error'][:80]} |" + " |" * 8)
-            continue
-        mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
-        xla = f"{r['xla_flops'] / 1e9:.1f}" if r["xla_flops"] else "-"
-        lines.append(
-            head + f"| {r['dtype']} | {r['samples_s']:.1f} | {r['tokens_s']:.0f} "
-            f"| {r['step_ms']:.2f} | {r['compile_s']:.1f} | {r['memory_gb']:.2f} | {mfu} "
-            f"| {xla} | {r['model_flops'] / 1e9:.1f} |"
-        )
-    lines += ["", "| ratio | value | target |", "|---|---|---|"]
-    for q in result["ratios"]:
-        target = f"≥ {q['target']}" if q["target"] else ""
-        lines.append(f"| {q['ratio']} | {q['value']:.2f}x | {target} |")
-    lines += ["", "Ablations: " + "; ".join(f"{k}: {v}" for k, v in ABLATIONS.items()) + "."]
-    return "\n".join(lines) + "\n"
 
 
 def versions() -> dict:
@@ -637,8 +500,8 @@ def main(argv=None) -> dict:
     start = time.monotonic()
     if args._torch_rows:  # child process: measure the HF rows, print each as JSON when done
         rows = [Row(**dict(d, dims=tuple(d["dims"]))) for d in json.loads(args._torch_rows)]
-        report = lambda row: print(ROW_MARKER + json.dumps(dataclasses.asdict(row)), flush=True)
-        run_rows(rows, args, hf_row, start + args.budget_s, on_row=report)
+        emit = lambda row: print(ROW_MARKER + json.dumps(dataclasses.asdict(row)), flush=True)
+        run_rows(rows, args, hf_row, start + args.budget_s, on_row=emit)
         return {}
     rows = plan(args)
     try:
@@ -662,19 +525,19 @@ def main(argv=None) -> dict:
         done = [r for r in rows if r.framework == "hf" or r.samples_s or r.error]
         result = dict(meta, device=device_name("jaxft"), complete=final)
         result["rows"] = [dataclasses.asdict(r) for r in done]
-        result["ratios"] = ratios(done)
+        result["ratios"] = report.ratios(done, ABLATIONS)
         result["wall_s"] = time.monotonic() - start
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "throughput.json").write_text(json.dumps(result, indent=2))
-        (out / "throughput.md").write_text(markdown(result))
+        (out / "throughput.md").write_text(report.markdown(result, ABLATIONS))
         return result
 
     jaxft_rows = [r for r in rows if r.framework == "jaxft"]
     run_rows(jaxft_rows, args, jaxft_row, jaxft_deadline, on_row=lambda _: save(False))
     result = save(True)
     print()
-    print(markdown(result))
+    print(report.markdown(result, ABLATIONS))
     return result
 
 

@@ -15,6 +15,7 @@ from tests.conftest import needs_torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import mfu  # noqa: E402
 import throughput  # noqa: E402
 
 BERT = dict(vocab_size=1000, hidden_size=256, num_hidden_layers=2, num_attention_heads=4,
@@ -43,16 +44,16 @@ def test_model_flops_agree_with_xla(arch, strategy):
     """XLA also counts norms, softmax, GELU and AdamW, so it lands a little above the matmul
     count; a wrong factor (2x vs 3x, a forgotten decoder or LM head) lands far outside."""
     shape, dims = (BERT, (8, 64)) if arch == "bert" else (T5, (4, 64, 32))
-    ours = throughput.model_flops(arch, shape, dims, strategy)
+    ours = mfu.model_flops(arch, shape, dims, strategy)
     xla = xla_step_flops(arch, shape, dims, strategy)
     assert 0.97 <= xla / ours <= 1.15, (xla, ours, xla / ours)
 
 
 def test_peak_flops_by_device_name():
-    assert throughput.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16", 0) == 989e12
-    assert throughput.peak_flops("NVIDIA H200", "float32", 0) == 494e12
-    assert throughput.peak_flops("x86_64 CPU (2 cores)", "float32", 0) is None
-    assert throughput.peak_flops("x86_64 CPU (2 cores)", "float32", 1.5) == 1.5e12
+    assert mfu.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16", 0) == 989e12
+    assert mfu.peak_flops("NVIDIA H200", "float32", 0) == 494e12
+    assert mfu.peak_flops("x86_64 CPU (2 cores)", "float32", 0) is None
+    assert mfu.peak_flops("x86_64 CPU (2 cores)", "float32", 1.5) == 1.5e12
 
 
 @needs_torch
