@@ -2,8 +2,9 @@
 # The one prepared check for a machine with an NVIDIA GPU whose python3 already has JAX, PyTorch,
 # transformers and PEFT, and no network: parity tests on the GPU, then benchmarks/throughput.py
 # against Hugging Face PyTorch for the rows the performance targets name (BERT-base full, LoRA,
-# frozen; T5-base full; HF eager and torch.compile). Under 6 minutes on an H100, where XLA takes
-# ~30 s to compile a BERT-base train step and ~5-10 s per small parity program. Set
+# frozen; T5-base full; HF eager and torch.compile). Sized to about 6 minutes from two H100 runs
+# (not yet run in this form there), where XLA took 25-35 s to compile a BERT-base train step and
+# 5-10 s per small parity program, and the PyTorch rows about 2.5 minutes. Set
 # ABLATIONS=1 for the speed-option ablations too (about 35 s each more). Everything it prints
 # also lands in $OUT (default benchmarks/results/gpu_check): gpu_check.log, parity.log,
 # throughput.{json,md}.

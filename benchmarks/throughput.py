@@ -124,13 +124,12 @@ ABLATIONS = {
 
 
 def jaxft_settings(variant: str, dtype: str) -> dict:
-    """Model and step settings of a row: the library's defaults, one changed per ablation."""
+    """Model and step settings of a row: the library's defaults, one changed per ablation (the
+    float32 ablation is its row's dtype)."""
     s = dict(dtype=dtype, dropout_rng="threefry", attention="auto", scan_layers=False, remat="none")
     s["attention_dropout"] = None  # None = the model config's (0.1)
     if variant == "rbg":
         s["dropout_rng"] = "rbg"
-    elif variant == "float32":
-        s["dtype"] = "float32"
     elif variant == "scan":
         s["scan_layers"] = True
     elif variant == "remat":
@@ -213,7 +212,6 @@ def jaxft_row(row: Row, shape: dict, steps: int, warmup: int, peak) -> Row:
     from jaxft.train import step as step_lib
 
     settings = jaxft_settings(row.variant, row.dtype)
-    row.dtype = settings["dtype"]
     model, state, tx = build_jaxft(row.arch, shape, row.strategy, settings)
     batch = {
         k: jax.numpy.asarray(v)
@@ -374,18 +372,19 @@ def plan(args) -> list[Row]:
         for a in (a for a in ablations.split(",") if a):
             if a not in ABLATIONS:
                 raise SystemExit(f"unknown ablation {a!r}; choose from {sorted(ABLATIONS)}")
-            rows.append(Row("jaxft", "bert", "full", a, shape, bert_dims, dtype))
+            row_dtype = "float32" if a == "float32" else dtype
+            rows.append(Row("jaxft", "bert", "full", a, shape, bert_dims, row_dtype))
     if args.no_torch:
         rows = [r for r in rows if r.framework != "hf"]
     return rows
 
 
-def run_rows(rows, args, runner, deadline, on_row=lambda row: None) -> list[Row]:
+def run_rows(rows, args, runner, deadline, on_row=lambda row: None) -> None:
+    """Measures `rows` in place with `runner` (jaxft_row or hf_row), skipping those not started
+    before `deadline`; `on_row` is called after each."""
     import traceback
 
     device_kind = device_name(rows[0].framework if rows else "jaxft")
-    peak = None
-    done = []
     for row in rows:
         shape = SHAPES[row.shape][0 if row.arch == "bert" else 1]
         row.model_flops = mfu.model_flops(
@@ -397,8 +396,7 @@ def run_rows(rows, args, runner, deadline, on_row=lambda row: None) -> list[Row]
             len(LORA["targets"]),
             ADAPTER_SIZE,
         )
-        dtype = "float32" if row.variant == "float32" else row.dtype
-        peak = mfu.peak_flops(device_kind, dtype, args.peak_tflops)
+        peak = mfu.peak_flops(device_kind, row.dtype, args.peak_tflops)
         if time.monotonic() > deadline:
             row.error = "skipped: --budget_s spent"
         else:
@@ -407,32 +405,31 @@ def run_rows(rows, args, runner, deadline, on_row=lambda row: None) -> list[Row]
             except Exception as e:  # one failed row must not lose the others
                 row.error = f"{type(e).__name__}: {e}"[:500]
                 traceback.print_exc()
-        done.append(row)
         print(report.format_row(row), flush=True)
         on_row(row)
-    return done
 
 
 def device_name(framework: str) -> str:
+    """The accelerator the framework runs on, else this machine's CPU."""
     if framework == "hf":
         import torch
 
         if torch.cuda.is_available():
             return torch.cuda.get_device_name()
-        return f"{platform.processor() or platform.machine()} CPU ({os.cpu_count()} cores)"
-    import jax
+    else:
+        import jax
 
-    d = jax.devices()[0]
-    if d.platform == "cpu":
-        return f"{platform.processor() or platform.machine()} CPU ({os.cpu_count()} cores)"
-    return d.device_kind
+        device = jax.devices()[0]
+        if device.platform != "cpu":
+            return device.device_kind
+    return f"{platform.processor() or platform.machine()} CPU ({os.cpu_count()} cores)"
 
 
-def torch_child(args, rows: list[Row], budget: float) -> list[Row]:
+def torch_child(args, rows: list[Row], budget: float) -> None:
     """Measures the HF rows of `rows` in a child process (its own CUDA allocator), in place."""
     hf_rows = [r for r in rows if r.framework == "hf"]
     if not hf_rows:
-        return []
+        return
     spec = json.dumps([dataclasses.asdict(r) for r in hf_rows])
     cmd = [sys.executable, __file__, "--_torch_rows", spec, "--steps", str(args.steps)]
     cmd += ["--warmup", str(args.warmup), "--budget_s", str(budget)]
@@ -456,7 +453,6 @@ def torch_child(args, rows: list[Row], budget: float) -> list[Row]:
         else:
             for key, value in found.items():
                 setattr(row, key, tuple(value) if key == "dims" else value)
-    return hf_rows
 
 
 def versions() -> dict:

@@ -29,7 +29,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.seed = 0  # seeds init, dropout and data order
     # Speed options (BERT family; results equal up to float rounding, dropout masks aside):
     c.attention = "auto"  # auto (cuDNN flash on GPU in bf16 where no dropout) | explicit | fused
-    c.scan_layers = False  # compile one layer body, run it with lax.scan (faster compile)
+    c.scan_layers = False  # compile one layer body and run it with lax.scan over the layers
     c.remat = "none"  # none | full | dots: recompute activations in backward (less memory)
 
     c.task = ml_collections.ConfigDict()

@@ -62,7 +62,7 @@ class BertConfig:
     adapter_activation: str = "relu"  # nonlinearity inside bottleneck adapters
     # Speed options, set by the experiment (top-level config keys of the same names):
     attention: str = "auto"  # auto | explicit | fused: see layers.attention_kernel
-    scan_layers: bool = False  # one compiled layer body applied by lax.scan (faster compile)
+    scan_layers: bool = False  # one compiled layer body applied by lax.scan
     remat: str = "none"  # none | full | dots: recompute layer activations in the backward pass
 
     @classmethod
@@ -139,7 +139,6 @@ class SelfAttention(nn.Module):
         )
         heads = lambda t: t.reshape(t.shape[:-1] + (c.num_attention_heads, c.head_dim))
         q, k, v = (heads(dense(n)(x, deterministic)) for n in ("query", "key", "value"))
-        bias = attention_bias(mask)
         prefixed = self.has_variable("params", "prefix_key")
         if prefixed:
 
@@ -149,12 +148,13 @@ class SelfAttention(nn.Module):
 
             k = jnp.concatenate([prefix("prefix_key"), k], axis=1)
             v = jnp.concatenate([prefix("prefix_value"), v], axis=1)
-            bias = jnp.pad(bias, [(0, 0)] * 3 + [(k.shape[1] - bias.shape[-1], 0)])
         dropout_on = not deterministic and c.attention_probs_dropout_prob > 0
         kernel = attention_kernel(c.attention, q.dtype, c.head_dim, dropout_on or prefixed)
         if kernel is not None:
             context = fused_attention(q, k, v, mask, kernel)
         else:
+            bias = attention_bias(mask)  # learned prefixes, in front, are always attended to
+            bias = jnp.pad(bias, [(0, 0)] * 3 + [(k.shape[1] - bias.shape[-1], 0)])
             probs = attention_weights(q, k, bias)
             probs = nn.Dropout(c.attention_probs_dropout_prob)(probs, deterministic=deterministic)
             context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
@@ -195,7 +195,7 @@ class Encoder(nn.Module):
     layer body run by `lax.scan` over the layers' parameters stacked at trace time. The
     parameter tree is the same either way (`layer_{i}/...`), so checkpoints, strategies and the
     Hugging Face name map don't depend on it. `remat` recomputes each layer's activations in the
-    backward pass instead of storing them (less memory, about a third more compute)."""
+    backward pass instead of storing them, trading compute for activation memory."""
 
     config: BertConfig
     dtype: Dtype = jnp.float32

@@ -141,9 +141,9 @@ def make_train_step(
     gradient sums are `psum`med over that axis before the division, so every device applies the
     update of the whole batch; each device draws its own dropout (key folded with its index).
 
-    `dropout_rng="rbg"` turns each step's key into a key of XLA's RngBitGenerator: dropout
-    masks then cost a few cycles per element instead of threefry's rounds of hashing. Masks are
-    still a pure function of (seed, step), but may differ between devices and mesh layouts."""
+    `dropout_rng="rbg"` turns each step's key into a key of XLA's RngBitGenerator, so dropout
+    bits come from that generator instead of threefry hashing. Masks are still a pure function
+    of (seed, step), but may differ between devices and mesh layouts."""
 
     def summed_loss(trainable, frozen, batch, rng):
         out = forward(model, paths.merge(trainable, frozen), batch, deterministic=False, rng=rng)
