@@ -2,10 +2,11 @@
 # The one prepared check for a machine with an NVIDIA GPU whose python3 already has JAX, PyTorch,
 # transformers and PEFT, and no network: parity tests on the GPU, then benchmarks/throughput.py
 # against Hugging Face PyTorch for the rows the performance targets name (BERT-base full, LoRA,
-# frozen; T5-base full; HF eager and torch.compile). Sized to about 6 minutes from two H100 runs
-# (not yet run in this form there), where XLA took 25-35 s to compile a BERT-base train step and
-# 5-10 s per small parity program, and the PyTorch rows about 2.5 minutes. Set
-# ABLATIONS=1 for the speed-option ablations too (about 35 s each more). Everything it prints
+# frozen; T5-base full; HF eager and torch.compile), plus two before/after rows (GELU and
+# LayerNorm by autodiff; no GEMM autotuning). Sized to about 7 minutes from three H100 runs,
+# where XLA took 25-35 s to compile a BERT-base train step and 5-10 s per small parity program,
+# and the PyTorch rows about 2.5 minutes; T5 runs last, as its compile time on a GPU is not yet
+# known. Set ABLATIONS=1 for every speed-option ablation (about 35 s each more). Everything it prints
 # also lands in $OUT (default benchmarks/results/gpu_check): gpu_check.log, parity.log,
 # throughput.{json,md}.
 #
@@ -16,7 +17,8 @@
 # Environment: PYTHON (default python3), THROUGHPUT_ARGS (extra flags for throughput.py),
 # PARITY_SELECT (pytest -k), PARITY_TIMEOUT / THROUGHPUT_BUDGET (seconds), JAXFT_XLA_FLAGS (XLA
 # flags for the throughput run, checked first; a "full" row without them is then measured too,
-# into $OUT/default_flags/, so the flags' effect is measured side by side).
+# into $OUT/default_flags/, so the flags' effect is measured side by side), PROFILE=1 (then a
+# kernel-by-kernel profile of the BERT full step, benchmarks/profile_step.py, into $OUT/profile/).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/results/gpu_check}"
@@ -57,7 +59,8 @@ jax.devices(), '| flax', flax.__version__, '| torch', torch.__version__, \
 echo "== parity tests"
 # The cuDNN attention test first: it is the one only a GPU can run.
 parity_tests=(tests/test_attention_kernels.py::test_cudnn_attention_matches_explicit_in_bf16
-  tests/test_attention_kernels.py tests/test_bert_parity.py tests/test_t5_parity.py)
+  tests/test_fused_ops.py tests/test_attention_kernels.py tests/test_bert_parity.py
+  tests/test_t5_parity.py)
 # SIGINT at the timeout: pytest then still prints the failures it has seen.
 timeout -s INT "${PARITY_TIMEOUT:-60}" "$PY" -m pytest -q -p no:cacheprovider --tb=short \
   "${parity_tests[@]}" -k "${PARITY_SELECT:-not real_minilm}" 2>&1 | tee "$OUT/parity.log"
@@ -65,11 +68,12 @@ parity=${PIPESTATUS[0]}
 
 # 2. Throughput against HF PyTorch, same shapes, same process tree.
 echo "== throughput ($preset)"
-budget="${THROUGHPUT_BUDGET:-230}"
+budget="${THROUGHPUT_BUDGET:-300}"
 cpu_extra=()
 [[ $mode == cpu ]] && cpu_extra=(--steps 2 --warmup 1 --no-torch_compile)
-extra=(--strategies full,frozen,lora "${cpu_extra[@]}")
-[[ "${ABLATIONS:-0}" == 1 ]] || extra+=(--ablations "")
+# HF rows for the targets only (no PEFT LoRA: LoRA's target is against jaxft's own full step).
+extra=(--strategies full,frozen,lora --hf_strategies full,frozen --t5_last "${cpu_extra[@]}")
+[[ "${ABLATIONS:-0}" == 1 ]] || extra+=(--ablations autodiff_ops,autotune0)
 if [[ -n "${JAXFT_XLA_FLAGS:-}" ]]; then
   if XLA_FLAGS="$JAXFT_XLA_FLAGS" "$PY" -c "import jax, jax.numpy as jnp; \
       jax.block_until_ready(jax.jit(lambda x: x @ x)(jnp.ones((64, 64))))"; then
@@ -87,6 +91,11 @@ if [[ -n "${JAXFT_XLA_FLAGS:-}" ]]; then
   echo "== the full row again, with XLA's default flags"
   XLA_FLAGS="" timeout 150 "$PY" benchmarks/throughput.py --preset "$preset" --only bert \
     --strategies full --ablations "" --no_torch --out "$OUT/default_flags" "${cpu_extra[@]}"
+fi
+
+if [[ "${PROFILE:-0}" == 1 ]]; then  # where the full step's device time goes, per kernel
+  echo "== profile of the BERT full step"
+  timeout 150 "$PY" benchmarks/profile_step.py --preset "$preset" --out "$OUT/profile" --top 30
 fi
 
 echo "== gpu_check done: parity exit $parity, throughput exit $throughput"

@@ -68,11 +68,11 @@ SHAPES = {
 # Per preset: shape, dtype, BERT (batch, seq), T5 (batch, source, target), ablations.
 PRESETS = {
     "gpu": dict(shape="base", dtype="bfloat16", bert=(64, 128), t5=(32, 512, 128),
-                ablations="rbg,attn_fused,attn_explicit,float32,scan,remat"),
+                ablations="autodiff_ops,autotune0,rbg,attn_fused,attn_explicit,float32,scan,remat"),
     "cpu": dict(shape="minilm", dtype="float32", bert=(32, 128), t5=(8, 128, 32),
-                ablations="rbg,scan,remat"),
+                ablations="autodiff_ops,rbg,scan,remat"),
     "tiny": dict(shape="tiny", dtype="float32", bert=(4, 16), t5=(2, 16, 8),
-                 ablations="rbg,scan,remat,attn_explicit,attn_fused"),
+                 ablations="autodiff_ops,rbg,scan,remat,attn_explicit,attn_fused"),
 }  # fmt: skip
 TORCH_SHARE = 0.45  # of --budget_s, for the HF rows (torch.compile's first steps are slow)
 ROW_MARKER = "ROW_JSON "  # how the torch child hands its measured rows back
@@ -120,7 +120,31 @@ ABLATIONS = {
     "remat": "remat='dots' (matmul outputs kept, the rest recomputed)",
     "attn_explicit": "attention dropout 0, einsum-softmax attention",
     "attn_fused": "attention dropout 0, fused attention (cuDNN flash on GPU)",
+    "autodiff_ops": "GELU and LayerNorm differentiated by JAX, not by their own backward",
+    "autotune0": "compiled with xla_gpu_autotune_level=0 (library GEMM heuristics, no autotuning)",
 }
+
+
+@contextlib.contextmanager
+def autodiff_ops(on: bool):
+    """While tracing, BERT's GELU and LayerNorm as plain jnp differentiated by JAX: the library
+    before their hand-written backward passes."""
+    from jaxft.models import layers
+
+    saved = layers.ACTIVATIONS["gelu"], layers.layer_norm
+    if on:
+        layers.ACTIVATIONS["gelu"] = jax_gelu
+        layers.layer_norm = layers.layer_norm_autodiff
+    try:
+        yield
+    finally:
+        layers.ACTIVATIONS["gelu"], layers.layer_norm = saved
+
+
+def jax_gelu(x):
+    import jax
+
+    return jax.nn.gelu(x, approximate=False)
 
 
 def jaxft_settings(variant: str, dtype: str) -> dict:
@@ -219,7 +243,10 @@ def jaxft_row(row: Row, shape: dict, steps: int, warmup: int, peak) -> Row:
     }
     train_step = step_lib.make_train_step(model, tx, dropout_rng=settings["dropout_rng"])
     start = time.perf_counter()
-    compiled = jax.jit(train_step, donate_argnums=0).lower(state, batch).compile()
+    options = {"xla_gpu_autotune_level": 0} if row.variant == "autotune0" else None
+    with autodiff_ops(row.variant == "autodiff_ops"):
+        lowered = jax.jit(train_step, donate_argnums=0).lower(state, batch)
+        compiled = lowered.compile(compiler_options=options)
     row.compile_s = time.perf_counter() - start
     row.xla_flops = xla_flops(compiled)
     row.memory_gb = plan_bytes(compiled) / 1e9
@@ -354,17 +381,21 @@ def plan(args) -> list[Row]:
     ablations = preset["ablations"] if args.ablations is None else args.ablations
     rows = []
 
+    hf_strategies = strategies if args.hf_strategies is None else args.hf_strategies.split(",")
+
     def pair(arch, strategy, dims):
         rows.append(Row("jaxft", arch, strategy, "default", shape, dims, dtype))
-        if strategy != "adapters":  # PEFT has no bottleneck adapters
+        # PEFT has no bottleneck adapters; T5 is compared for full fine-tuning, always
+        if strategy != "adapters" and (arch == "t5" or strategy in hf_strategies):
             rows.append(Row("hf", arch, strategy, "eager", shape, dims, dtype))
 
     bert_strategies = strategies if "bert" in args.only else []
-    for s in bert_strategies[:2]:
+    t5_after = len(bert_strategies) if args.t5_last else 2
+    for s in bert_strategies[:t5_after]:
         pair("bert", s, bert_dims)
-    if "t5" in args.only:  # after the first two BERT rows: a target of its own
+    if "t5" in args.only and not args.t5_last:  # after the first two BERT rows: a target too
         pair("t5", "full", t5_dims)
-    for s in bert_strategies[2:]:
+    for s in bert_strategies[t5_after:]:
         pair("bert", s, bert_dims)
     if "bert" in args.only and "full" in strategies and args.torch_compile:
         rows.append(Row("hf", "bert", "full", "compile", shape, bert_dims, dtype))
@@ -374,6 +405,8 @@ def plan(args) -> list[Row]:
                 raise SystemExit(f"unknown ablation {a!r}; choose from {sorted(ABLATIONS)}")
             row_dtype = "float32" if a == "float32" else dtype
             rows.append(Row("jaxft", "bert", "full", a, shape, bert_dims, row_dtype))
+    if "t5" in args.only and args.t5_last:  # last: its compile time is the least known
+        pair("t5", "full", t5_dims)
     if args.no_torch:
         rows = [r for r in rows if r.framework != "hf"]
     return rows
@@ -471,6 +504,9 @@ def parse(argv=None):
     p.add_argument("--only", default="bert,t5", help="models: bert, t5 or both")
     p.add_argument("--strategies", default="full,lora,adapters,frozen")
     p.add_argument("--ablations", default=None, help="comma list; default: the preset's")
+    p.add_argument(
+        "--hf_strategies", default=None, help="BERT strategies with an HF row (default: all)"
+    )
     p.add_argument("--batch", type=int, default=0, help="BERT batch (default: the preset's)")
     p.add_argument("--seq", type=int, default=0, help="BERT sequence length")
     p.add_argument("--t5_batch", type=int, default=0, help="T5 batch")
@@ -479,6 +515,7 @@ def parse(argv=None):
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per row after compile")
     p.add_argument("--torch_compile", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--no_torch", action="store_true", help="jaxft rows only")
+    p.add_argument("--t5_last", action="store_true", help="T5 rows after every BERT row")
     p.add_argument("--peak_tflops", type=float, default=0.0, help="device peak, for MFU")
     p.add_argument(
         "--budget_s",

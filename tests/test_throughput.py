@@ -63,7 +63,9 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
         OUT=str(tmp_path),
         PYTHON=sys.executable,
         PARITY_SELECT="test_backbone_matches_hf and not roberta",
-        THROUGHPUT_ARGS="--only bert --strategies full,lora --ablations rbg",
+        THROUGHPUT_ARGS="--only bert --strategies full,lora --hf_strategies full,lora "
+        "--ablations autodiff_ops,autotune0",
+        PROFILE="1",
     )
     done = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--cpu"],
@@ -82,7 +84,8 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
         ("hf", "full", "eager"),
         ("jaxft", "lora", "default"),
         ("hf", "lora", "eager"),
-        ("jaxft", "full", "rbg"),
+        ("jaxft", "full", "autodiff_ops"),
+        ("jaxft", "full", "autotune0"),
     }
     assert set(rows) == expected
     assert all(r["samples_s"] > 0 and not r["error"] for r in rows.values())
@@ -90,3 +93,6 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
     assert "bert full: jaxft / HF eager" in ratios
     assert "bert lora / bert full (jaxft)" in ratios
     assert (tmp_path / "throughput.md").read_text().startswith("# Train-step throughput")
+    profile = json.loads((tmp_path / "profile" / "profile_bert_full_default.json").read_text())
+    assert profile["total_us"] > 0 and profile["ops"]
+    assert "ENTRY" in (tmp_path / "profile" / "hlo_bert_full_default.txt").read_text()

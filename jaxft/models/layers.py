@@ -1,5 +1,6 @@
 """Building blocks shared by the model families: the dense layer, activations, attention."""
 
+import functools
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -8,8 +9,39 @@ import jax.numpy as jnp
 
 Dtype = jnp.dtype | type
 
+_SQRT_HALF = 0.7071067811865476
+_INV_SQRT_2PI = 0.3989422804014327
+
+
+def _gelu_f32(x):
+    return 0.5 * x * (1.0 + jax.lax.erf(x * _SQRT_HALF))
+
+
+@jax.custom_vjp
+def gelu_exact(x: jax.Array) -> jax.Array:
+    """BERT's exact GELU, x·Φ(x), computed in float32 and returned in x's dtype.
+
+    Its own backward keeps only x for the gradient: autodiff of `jax.nn.gelu` kept two more
+    [batch, len, intermediate] tensors per layer and read them back, about a third of a BERT
+    train step's elementwise bytes in the feed-forward block (benchmarks/profile_step.py)."""
+    return _gelu_f32(x.astype(jnp.float32)).astype(x.dtype)
+
+
+def _gelu_exact_fwd(x):
+    return gelu_exact(x), x
+
+
+def _gelu_exact_bwd(x, grad):
+    xf = x.astype(jnp.float32)
+    cdf = 0.5 * (1.0 + jax.lax.erf(xf * _SQRT_HALF))
+    pdf = jnp.exp(-0.5 * xf * xf) * _INV_SQRT_2PI
+    return ((grad.astype(jnp.float32) * (cdf + xf * pdf)).astype(x.dtype),)
+
+
+gelu_exact.defvjp(_gelu_exact_fwd, _gelu_exact_bwd)
+
 ACTIVATIONS: dict[str, Callable] = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # BERT's exact erf GELU
+    "gelu": gelu_exact,  # BERT's exact erf GELU
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),  # tanh approximation
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "relu": jax.nn.relu,
@@ -92,6 +124,58 @@ class Adapter(nn.Module):
         return x + Dense(x.shape[-1], dtype=self.dtype, name="up")(activation(self.activation)(h))
 
 
+def layer_norm_autodiff(x, scale, bias, epsilon: float, dtype):
+    """LayerNorm as plain jnp, differentiated by JAX: the reference `layer_norm` is tested
+    against."""
+    x = x.astype(jnp.float32)
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    y = (x - mean) * jax.lax.rsqrt(var + epsilon)
+    return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(dtype)
+
+
+def _norm_stats(x, epsilon):
+    """(x in float32, mean, 1/std) over the last axis."""
+    xf = x.astype(jnp.float32)
+    mean = jnp.mean(xf, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
+    return xf, mean, jax.lax.rsqrt(var + epsilon)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def layer_norm(x, scale, bias, epsilon: float, dtype):
+    """(x - mean) / std * scale + bias over the last axis, statistics in float32, output in
+    `dtype`. Its backward keeps x (saved anyway as the residual stream) and two floats per row,
+    and recomputes the normalised x, where autodiff kept float32 copies of the whole tensor."""
+    xf, mean, rstd = _norm_stats(x, epsilon)
+    return ((xf - mean) * rstd * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(dtype)
+
+
+def _layer_norm_fwd(x, scale, bias, epsilon, dtype):
+    xf, mean, rstd = _norm_stats(x, epsilon)
+    y = (xf - mean) * rstd * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+    return y.astype(dtype), (x, mean, rstd, scale, bias)
+
+
+def _layer_norm_bwd(epsilon, dtype, saved, grad):
+    x, mean, rstd, scale, bias = saved
+    g = grad.astype(jnp.float32)
+    xhat = (x.astype(jnp.float32) - mean) * rstd
+    rows = tuple(range(x.ndim - 1))
+    dscale = jnp.sum(g * xhat, axis=rows)
+    dbias = jnp.sum(g, axis=rows)
+    gx = g * scale.astype(jnp.float32)
+    dx = rstd * (
+        gx
+        - jnp.mean(gx, axis=-1, keepdims=True)
+        - xhat * jnp.mean(gx * xhat, axis=-1, keepdims=True)
+    )
+    return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
+
+
+layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
 class LayerNorm(nn.Module):
     """LayerNorm with statistics in float32 whatever the compute dtype (bf16 moments drift)."""
 
@@ -104,11 +188,7 @@ class LayerNorm(nn.Module):
         features = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
-        x = x.astype(jnp.float32)
-        mean = jnp.mean(x, axis=-1, keepdims=True)
-        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-        y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
-        return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(self.dtype)
+        return layer_norm(x, scale, bias, self.epsilon, jnp.dtype(self.dtype))
 
 
 def attention_bias(attention_mask: jax.Array) -> jax.Array:
