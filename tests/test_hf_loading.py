@@ -109,3 +109,14 @@ def test_bfloat16_compute_keeps_float32_params_and_stays_close(tiny):
     b = model16.apply({"params": params16}, ids).last_hidden_state
     assert np.isfinite(np.asarray(b)).all()
     assert float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) < 0.1
+
+
+@pytest.mark.parametrize(("classifier_dropout", "expected"), [(0.0, 0.0), (0.3, 0.3), (None, 0.1)])
+def test_head_dropout_follows_classifier_dropout(tiny, classifier_dropout, expected):
+    """As HF's heads: `classifier_dropout` when set (0.0 included), else the hidden dropout."""
+    config_path = tiny / "config.json"
+    config = json.loads(config_path.read_text())
+    config.update(classifier_dropout=classifier_dropout, hidden_dropout_prob=0.1)
+    config_path.write_text(json.dumps(config))
+    model, _ = jaxft.from_pretrained(tiny, head="classification", num_labels=2)
+    assert model.head.dropout == expected

@@ -108,7 +108,9 @@ def _head_config(head, hf_cfg, num_labels, pooling, head_dropout, default_dropou
         raise UserError(f"unknown head {head!r}; choose from {list(HEAD_KINDS)} or None")
     if num_labels is None:
         num_labels = len(hf_cfg.get("id2label") or {}) or 2
-    dropout = hf_cfg.get("classifier_dropout") or default_dropout
+    dropout = hf_cfg.get("classifier_dropout")
+    if dropout is None:  # HF's heads fall back to the hidden dropout only when it is unset
+        dropout = default_dropout
     return HeadConfig(
         kind=head,
         num_labels=int(num_labels),
