@@ -15,6 +15,7 @@ from tests.conftest import needs_torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import hlo_bytes  # noqa: E402
 import mfu  # noqa: E402
 import throughput  # noqa: E402
 
@@ -95,4 +96,7 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
     assert (tmp_path / "throughput.md").read_text().startswith("# Train-step throughput")
     profile = json.loads((tmp_path / "profile" / "profile_bert_full_default.json").read_text())
     assert profile["total_us"] > 0 and profile["ops"]
-    assert "ENTRY" in (tmp_path / "profile" / "hlo_bert_full_default.txt").read_text()
+    hlo = tmp_path / "profile" / "hlo_bert_full_default.txt"
+    summary = hlo_bytes.main([str(hlo)])
+    assert summary["memory_bound_bytes"] > 0
+    assert any(k.startswith("bwd encoder/L/") for k in summary["groups"])

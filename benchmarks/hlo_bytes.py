@@ -1,0 +1,120 @@
+"""Bytes each kernel of a compiled step reads and writes, from its optimized HLO text, grouped by
+the model code that made it: a roofline estimate for memory-bound work that needs no device.
+
+Reads an `hlo_*.txt` written by `benchmarks/profile_step.py` (the compiled step's `as_text()`),
+takes every top-level instruction of its ENTRY computation that launches work (fusions, custom
+calls, copies, scatters), and counts its operands' and results' bytes: what the kernel must move
+through device memory at least once. Library matmuls (cuBLAS) are listed apart: they are bound by
+FLOPs, and their scratch buffer is not traffic. Groups are the instruction's `op_name` metadata
+with layer indices folded, forward and backward apart, so "bwd encoder/L/intermediate" sums the
+feed-forward backward of all layers.
+
+    python benchmarks/hlo_bytes.py benchmarks/results/profile/hlo_bert_full_default.txt
+    python benchmarks/hlo_bytes.py HLO --bandwidth 3.35 --top 20   # ms at 3.35 TB/s, 20 groups
+"""
+
+import argparse
+import collections
+import re
+
+DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4,
+               "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}  # fmt: skip
+SHAPE = re.compile(r"\b(" + "|".join(DTYPE_BYTES) + r")\[([0-9,]*)\]")
+INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%(\S+) = (.*?) ([a-z][\w-]*)\((.*?)\)(, .*)?$")
+NO_WORK = {"parameter", "get-tuple-element", "tuple", "bitcast", "constant"}
+LIBRARY_MATMUL = re.compile(r"cublas|gemm|matmul", re.IGNORECASE)
+
+
+def shape_bytes(text: str, skip_scratch: bool = False) -> int:
+    """Bytes of every array shape in `text` (a result type or a tuple of them)."""
+    total = 0
+    for dtype, dims in SHAPE.findall(text):
+        if skip_scratch and dtype == "s8":  # a library call's workspace, not data
+            continue
+        count = 1
+        for d in filter(None, dims.split(",")):
+            count *= int(d)
+        total += count * DTYPE_BYTES[dtype]
+    return total
+
+
+def entry_kernels(hlo: str) -> list[dict]:
+    """Every work-launching instruction of the ENTRY computation: name, op, bytes, op_name."""
+    entry = hlo[hlo.index("\nENTRY") :]
+    header, *lines = entry.split("\n")
+    sizes = {name: shape_bytes(typ) for name, typ in re.findall(r"([\w.\-]+): ([^,)]+\])", header)}
+    kernels = []
+    for line in lines:
+        m = INSTRUCTION.match(line)
+        if not m:
+            continue
+        name, result, op, operands, attrs = m.groups()
+        attrs = attrs or ""
+        matmul = op == "custom-call" and bool(LIBRARY_MATMUL.search(attrs))
+        sizes[name] = shape_bytes(result, skip_scratch=matmul)
+        if op in NO_WORK:
+            continue
+        read = sum(sizes.get(o, 0) for o in re.findall(r"%([\w.\-]+)", operands))
+        op_name = re.search(r'op_name="([^"]*)"', attrs)
+        kernels.append(
+            dict(
+                name=name,
+                op=op,
+                bytes=read + sizes[name],
+                matmul=matmul or "gemm" in name,
+                op_name=op_name.group(1) if op_name else "",
+            )
+        )
+    return kernels
+
+
+def group_of(op_name: str, depth: int = 3) -> str:
+    """'fwd encoder/L/intermediate' style keys: layer indices folded, autodiff wrappers
+    dropped, the first `depth` path parts kept."""
+    backward = "transpose(" in op_name
+    path = re.sub(r"^jit\([^)]*\)/", "", op_name)
+    path = re.sub(r"(transpose\()?jvp\(\w*\)\)?/?", "", path)
+    path = re.sub(r"layer_\d+", "L", path)
+    return ("bwd " if backward else "fwd ") + ("/".join(path.split("/")[:depth]) or "(step)")
+
+
+def summarize(kernels: list[dict], depth: int = 3) -> dict:
+    groups = collections.defaultdict(lambda: [0, 0])
+    for k in kernels:
+        key = "library matmuls" if k["matmul"] else group_of(k["op_name"], depth)
+        groups[key][0] += k["bytes"]
+        groups[key][1] += 1
+    other = sum(b for key, (b, _) in groups.items() if key != "library matmuls")
+    return dict(groups=dict(groups), memory_bound_bytes=other, kernels=len(kernels))
+
+
+def report(summary: dict, bandwidth_tb_s: float, top: int) -> str:
+    gb = summary["memory_bound_bytes"] / 1e9
+    lines = [
+        f"{summary['kernels']} kernels; outside library matmuls {gb:.2f} GB moved, "
+        f"{gb / bandwidth_tb_s:.2f} ms at {bandwidth_tb_s} TB/s",
+        "| group | GB | ms | kernels |",
+        "|---|---|---|---|",
+    ]
+    ranked = sorted(summary["groups"].items(), key=lambda kv: -kv[1][0])
+    for key, (n_bytes, count) in ranked[:top]:
+        ms = "" if key == "library matmuls" else f"{n_bytes / 1e9 / bandwidth_tb_s:.3f}"
+        lines.append(f"| {key} | {n_bytes / 1e9:.3f} | {ms} | {count} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("hlo", help="an optimized HLO text file (profile_step.py's hlo_*.txt)")
+    p.add_argument("--bandwidth", type=float, default=3.0, help="TB/s, for the ms column")
+    p.add_argument("--depth", type=int, default=3, help="op_name path parts per group")
+    p.add_argument("--top", type=int, default=30)
+    args = p.parse_args(argv)
+    with open(args.hlo) as f:
+        summary = summarize(entry_kernels(f.read()), args.depth)
+    print(report(summary, args.bandwidth, args.top))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
