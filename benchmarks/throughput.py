@@ -97,6 +97,7 @@ class Row:
     model_flops: float = 0.0
     xla_flops: float | None = None
     mfu: float | None = None
+    wall_s: float = 0.0  # the whole row: build, compile, warmup and timed steps
     error: str = ""
 
 
@@ -120,25 +121,26 @@ ABLATIONS = {
     "remat": "remat='dots' (matmul outputs kept, the rest recomputed)",
     "attn_explicit": "attention dropout 0, einsum-softmax attention",
     "attn_fused": "attention dropout 0, fused attention (cuDNN flash on GPU)",
-    "autodiff_ops": "GELU and LayerNorm differentiated by JAX, not by their own backward",
+    "autodiff_ops": "GELU and the norms differentiated by JAX, not by their own backward",
     "autotune0": "compiled with xla_gpu_autotune_level=0 (library GEMM heuristics, no autotuning)",
 }
 
 
 @contextlib.contextmanager
 def autodiff_ops(on: bool):
-    """While tracing, BERT's GELU and LayerNorm as plain jnp differentiated by JAX: the library
-    before their hand-written backward passes."""
+    """While tracing, the exact GELU, LayerNorm and T5's RMS norm as plain jnp differentiated by
+    JAX: the library before their hand-written backward passes."""
     from jaxft.models import layers
 
-    saved = layers.ACTIVATIONS["gelu"], layers.layer_norm
+    saved = layers.ACTIVATIONS["gelu"], layers.layer_norm, layers.rms_norm
     if on:
         layers.ACTIVATIONS["gelu"] = jax_gelu
         layers.layer_norm = layers.layer_norm_autodiff
+        layers.rms_norm = layers.rms_norm_autodiff
     try:
         yield
     finally:
-        layers.ACTIVATIONS["gelu"], layers.layer_norm = saved
+        layers.ACTIVATIONS["gelu"], layers.layer_norm, layers.rms_norm = saved
 
 
 def jax_gelu(x):
@@ -433,11 +435,13 @@ def run_rows(rows, args, runner, deadline, on_row=lambda row: None) -> None:
         if time.monotonic() > deadline:
             row.error = "skipped: --budget_s spent"
         else:
+            start = time.monotonic()
             try:
                 runner(row, shape, args.steps, args.warmup, peak)
             except Exception as e:  # one failed row must not lose the others
                 row.error = f"{type(e).__name__}: {e}"[:500]
                 traceback.print_exc()
+            row.wall_s = time.monotonic() - start
         print(report.format_row(row), flush=True)
         on_row(row)
 

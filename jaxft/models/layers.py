@@ -176,6 +176,40 @@ def _layer_norm_bwd(epsilon, dtype, saved, grad):
 layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
 
 
+def rms_norm_autodiff(x, scale, epsilon: float, dtype):
+    """T5's norm as plain jnp, differentiated by JAX: the reference `rms_norm` is tested
+    against."""
+    x = x.astype(jnp.float32)
+    x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + epsilon)
+    return (x * scale.astype(jnp.float32)).astype(dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def rms_norm(x, scale, epsilon: float, dtype):
+    """x / rms(x) * scale over the last axis (T5's LayerNorm), in float32, output in `dtype`,
+    with a backward that keeps x and one float per row, as `layer_norm`'s."""
+    return _rms_norm_fwd(x, scale, epsilon, dtype)[0]
+
+
+def _rms_norm_fwd(x, scale, epsilon, dtype):
+    xf = x.astype(jnp.float32)
+    rstd = jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + epsilon)
+    return (xf * rstd * scale.astype(jnp.float32)).astype(dtype), (x, rstd, scale)
+
+
+def _rms_norm_bwd(epsilon, dtype, saved, grad):
+    x, rstd, scale = saved
+    g = grad.astype(jnp.float32)
+    xhat = x.astype(jnp.float32) * rstd
+    dscale = jnp.sum(g * xhat, axis=tuple(range(x.ndim - 1)))
+    gx = g * scale.astype(jnp.float32)
+    dx = rstd * (gx - xhat * jnp.mean(gx * xhat, axis=-1, keepdims=True))
+    return dx.astype(x.dtype), dscale.astype(scale.dtype)
+
+
+rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
+
+
 class LayerNorm(nn.Module):
     """LayerNorm with statistics in float32 whatever the compute dtype (bf16 moments drift)."""
 

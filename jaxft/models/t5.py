@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxft.models import heads as heads_lib
+from jaxft.models import layers as layers_lib
 from jaxft.models.layers import Dense, Dtype, activation
 
 MODEL_TYPES = ("t5",)
@@ -117,9 +118,7 @@ class RMSNorm(nn.Module):
     @nn.compact
     def __call__(self, x):
         scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), jnp.float32)
-        x = x.astype(jnp.float32)
-        x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + self.epsilon)
-        return (x * scale).astype(self.dtype)
+        return layers_lib.rms_norm(x, scale, self.epsilon, jnp.dtype(self.dtype))
 
 
 class Attention(nn.Module):
