@@ -31,6 +31,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.attention = "auto"  # auto (cuDNN flash on GPU in bf16 where no dropout) | explicit | fused
     c.scan_layers = False  # compile one layer body and run it with lax.scan over the layers
     c.remat = "none"  # none | full | dots: recompute activations in backward (less memory)
+    c.compile_cache = "~/.cache/jaxft/xla"  # compiled steps kept for later runs; "" = off
 
     c.task = ml_collections.ConfigDict()
     # classification | regression | seq2seq | token_classification | question_answering

@@ -465,3 +465,35 @@ def test_mesh_rules_override_the_default_split_and_must_match():
         sharding.tree_shardings(mesh, tree, ("kernel=none none fsdp",))
     with pytest.raises(UserError, match="must look like REGEX=SPEC"):
         sharding.tree_shardings(mesh, tree, ("kernel",))
+
+
+@needs_torch
+def test_a_second_run_loads_its_compiled_steps_from_the_cache(
+    tiny_model_dir, sentiment_files, tmp_path
+):
+    """`compile_cache` keeps the compiled steps; a repeat of the run reads them and reaches the
+    same results."""
+    import json
+    import subprocess
+
+    cache = tmp_path / "xla"
+    extra = {"train.max_steps": 10, "compile_cache": cache}
+    for run in ("first", "second"):
+        command = _train_command(tiny_model_dir, sentiment_files, tmp_path / run, **extra)
+        # Every compilation is kept, however short, so that the tiny run's steps are.
+        command = [command[0], "-c", _KEEP_ALL_COMPILES, *command[3:]]
+        subprocess.run(command, check=True, timeout=300)
+        if run == "first":
+            kept = {p.name for p in cache.iterdir()}
+            assert any(name.startswith("jit_train_step") for name in kept), kept
+    assert {p.name for p in cache.iterdir()} == kept  # nothing compiled anew
+    first, second = (
+        json.loads((tmp_path / r / "eval.json").read_text()) for r in ("first", "second")
+    )
+    assert first == second
+
+
+_KEEP_ALL_COMPILES = (
+    "import sys, jax; jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0); "
+    "from jaxft.cli import main; sys.exit(main(sys.argv[1:]))"
+)

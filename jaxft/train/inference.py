@@ -67,6 +67,7 @@ def load_workdir(workdir):
             f"{workdir} has no config.json: is it the --workdir of a `jaxft train` run?"
         )
     config = config_lib.from_json_file(workdir / "config.json")
+    loop.use_compile_cache(config.get("compile_cache", ""))
     check_base_model(workdir, config)
     label_names = list(config.task.label_names) or None
     needs_base = peft.names(config.strategy) != ["full"]

@@ -288,10 +288,20 @@ def write_base_model(workdir: Path, config) -> None:
     (workdir / "base_model.json").write_text(json.dumps(base, indent=2, sort_keys=True))
 
 
+def use_compile_cache(path: str) -> None:
+    """Keep compiled XLA executables in `path` across runs (JAX's persistent compilation cache):
+    a later run whose step has the same shapes, settings and JAX version loads it instead of
+    compiling again. JAX keeps executables that took over a second to compile; the setting is
+    process-wide and holds from the next compilation on. "" leaves JAX's own setting alone."""
+    if path:
+        jax.config.update("jax_compilation_cache_dir", str(Path(path).expanduser()))
+
+
 def train_and_evaluate(config, workdir) -> dict:
     """Train per `config`, evaluate, and write the workdir contract. Returns eval.json's dict.
     In a multi-host run every process calls it; only process 0 writes files other than
     checkpoints (which every process writes its shards of)."""
+    use_compile_cache(config.get("compile_cache", ""))
     workdir = Path(workdir)
     if checkpoint.has_checkpoint(workdir):
         # Found before any work, not when saving after the whole run.
@@ -535,6 +545,7 @@ RESUME_FREE_KEYS = (
     "attention",
     "scan_layers",
     "remat",
+    "compile_cache",
 )
 
 
