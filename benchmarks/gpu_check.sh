@@ -3,13 +3,12 @@
 # transformers and PEFT, and no network: parity tests on the GPU, then benchmarks/throughput.py
 # against Hugging Face PyTorch for the rows the performance targets name (BERT-base full, LoRA,
 # frozen; T5-base full; HF eager and torch.compile), plus two before/after rows (GELU and
-# LayerNorm by autodiff; no GEMM autotuning). Sized to about 7 minutes from three H100 runs,
+# norms by autodiff; no GEMM autotuning). Sized to about 7 minutes from H100 and H200 runs,
 # where XLA took 25-35 s to compile a BERT-base train step and 5-10 s per small parity program,
-# and the PyTorch rows about 2.5 minutes (an H200 run with a 290 s budget reached BERT full,
+# and the PyTorch rows about 2 minutes (an H200 run with a 290 s budget reached BERT full,
 # frozen and LoRA, not T5: T5 now comes before the before/after rows). Set ABLATIONS=1 for
-# every speed-option ablation (about 35 s each more). Everything it prints
-# also lands in $OUT (default benchmarks/results/gpu_check): gpu_check.log, parity.log,
-# throughput.{json,md}.
+# every speed-option ablation (about 35 s each more). Everything it prints also lands in $OUT
+# (default benchmarks/results/gpu_check): gpu_check.log, parity.log, throughput.{json,md}.
 #
 #   bash benchmarks/gpu_check.sh          # GPU preset when nvidia-smi sees a GPU, else CPU/tiny
 #   bash benchmarks/gpu_check.sh --cpu    # force the CPU path (tiny sizes): how CI tests it

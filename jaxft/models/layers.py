@@ -21,9 +21,9 @@ def _gelu_f32(x):
 def gelu_exact(x: jax.Array) -> jax.Array:
     """BERT's exact GELU, x·Φ(x), computed in float32 and returned in x's dtype.
 
-    Its own backward keeps only x for the gradient: autodiff of `jax.nn.gelu` kept two more
-    [batch, len, intermediate] tensors per layer and read them back, about a third of a BERT
-    train step's elementwise bytes in the feed-forward block (benchmarks/profile_step.py)."""
+    Its own backward keeps only x: with autodiff of `jax.nn.gelu`, XLA's forward kernel wrote
+    three [batch, len, intermediate] tensors per layer for the backward to read back
+    (BERT-base on an H100, `benchmarks/hlo_bytes.py`)."""
     return _gelu_f32(x.astype(jnp.float32)).astype(x.dtype)
 
 
@@ -145,10 +145,9 @@ def _norm_stats(x, epsilon):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def layer_norm(x, scale, bias, epsilon: float, dtype):
     """(x - mean) / std * scale + bias over the last axis, statistics in float32, output in
-    `dtype`. Its backward keeps x (saved anyway as the residual stream) and two floats per row,
-    and recomputes the normalised x, where autodiff kept float32 copies of the whole tensor."""
-    xf, mean, rstd = _norm_stats(x, epsilon)
-    return ((xf - mean) * rstd * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(dtype)
+    `dtype`. Its backward keeps x (the residual sum, bf16 under mixed precision) and two floats
+    per row, and recomputes the normalised x instead of keeping it."""
+    return _layer_norm_fwd(x, scale, bias, epsilon, dtype)[0]
 
 
 def _layer_norm_fwd(x, scale, bias, epsilon, dtype):
