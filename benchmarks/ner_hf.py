@@ -69,6 +69,55 @@ def _entity_scores(gold, predicted) -> dict:
     }
 
 
+def hf_encode(tokenizer, split, index) -> list:
+    """HF's recipe: (token ids, labels) per sentence, a word's tag on its first sub-token, -100
+    on the rest and on the special tokens."""
+    enc = tokenizer(split.words, is_split_into_words=True, truncation=True, max_length=128)
+    rows = []
+    for i, ids in enumerate(enc["input_ids"]):
+        labels, previous = [], None
+        for w in enc.word_ids(i):
+            first = w is not None and w != previous
+            labels.append(index[split.label[i][w]] if first else -100)
+            previous = w
+        rows.append((ids, labels))
+    return rows
+
+
+def collate(rows):
+    """(input ids, attention mask, labels) tensors padded to the longest row, labels -100
+    there: what `DataCollatorForTokenClassification` builds."""
+    import torch
+
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for r, (x, y) in enumerate(rows):
+        ids[r, : len(x)] = torch.tensor(x)
+        mask[r, : len(x)] = 1
+        labels[r, : len(y)] = torch.tensor(y)
+    return ids, mask, labels
+
+
+def hf_tags(model, rows, names) -> tuple[list, list]:
+    """(gold, predicted) tag names per sentence, read at the labelled (first) sub-tokens, with
+    the model in eval mode."""
+    import torch
+
+    model.eval()
+    gold, predicted = [], []
+    with torch.no_grad():
+        for b in range(0, len(rows), 64):
+            ids, mask, labels = collate(rows[b : b + 64])
+            tags = model(input_ids=ids, attention_mask=mask).logits.argmax(-1).numpy()
+            for r in range(len(ids)):
+                keep = labels[r].numpy() != -100
+                predicted.append([names[t] for t in tags[r][keep]])
+                gold.append([names[t] for t in labels[r].numpy()[keep]])
+    return gold, predicted
+
+
 def run_hf(args):
     import torch
     import transformers
@@ -83,33 +132,7 @@ def run_hf(args):
     splits, names = sources.wnut16()
     index = {n: i for i, n in enumerate(names)}
 
-    def encode(split):
-        """HF's recipe: label a word's first sub-token, -100 on the rest and on specials."""
-        enc = tokenizer(
-            splits[split].words, is_split_into_words=True, truncation=True, max_length=128
-        )
-        rows = []
-        for i, ids in enumerate(enc["input_ids"]):
-            labels, previous = [], None
-            for w in enc.word_ids(i):
-                first = w is not None and w != previous
-                labels.append(index[splits[split].label[i][w]] if first else -100)
-                previous = w
-            rows.append((ids, labels))
-        return rows
-
-    def collate(rows):
-        width = max(len(ids) for ids, _ in rows)
-        ids = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        labels = torch.full_like(ids, -100)
-        for r, (x, y) in enumerate(rows):
-            ids[r, : len(x)] = torch.tensor(x)
-            mask[r, : len(x)] = 1
-            labels[r, : len(y)] = torch.tensor(y)
-        return ids, mask, labels
-
-    train, test = encode("train"), encode("test")
+    train, test = (hf_encode(tokenizer, splits[s], index) for s in ("train", "test"))
     model = transformers.BertForTokenClassification.from_pretrained(
         model_dir, num_labels=len(names)
     )
@@ -135,17 +158,7 @@ def run_hf(args):
             optimizer.zero_grad()
             train_time += time.perf_counter() - t0
             seen += len(idx)
-    model.eval()
-    gold, predicted = [], []
-    with torch.no_grad():
-        for b in range(0, len(test), 64):
-            rows = test[b : b + 64]
-            ids, mask, labels = collate(rows)
-            tags = model(input_ids=ids, attention_mask=mask).logits.argmax(-1).numpy()
-            for r in range(len(rows)):
-                keep = labels[r].numpy() != -100
-                predicted.append([names[t] for t in tags[r][keep]])
-                gold.append([names[t] for t in labels[r].numpy()[keep]])
+    gold, predicted = hf_tags(model, test, names)
     # Words cut by truncation have no label here; no WNUT test tweet reaches 128 tokens.
     assert sum(map(len, gold)) == sum(map(len, splits["test"].words)), "truncated test words"
     return {

@@ -36,7 +36,7 @@ OUT = os.environ.get("OUT", ROOT + "/benchmarks/results/ner_trajectory.json")
 
 def main():
     import jax
-    import ner_hf  # benchmarks/ner_hf.py: for its _entity_scores
+    import ner_hf  # benchmarks/ner_hf.py: HF's data, batches, scoring
     import torch
     import transformers
 
@@ -44,7 +44,7 @@ def main():
     from jaxft import config as config_lib
     from jaxft.data import batching, sources
     from jaxft.models import bert
-    from jaxft.train import loop, optim, parallel, step
+    from jaxft.train import loop, optim, tokens
     from jaxft.train import state as state_lib
 
     torch.set_num_threads(2)
@@ -83,20 +83,7 @@ def main():
     )
     tx, lr_schedule = optim.make(cfg.optim, peft.paths.split(params, mask)[0], total_steps)
     state = state_lib.create(params, mask, tx, rng_dropout)
-    runner = parallel.make_runner(
-        cfg,
-        state,
-        lambda axis_name: step.make_train_step(
-            exp.model,
-            tx,
-            exp.regression,
-            cfg.task.label_smoothing,
-            accum_steps=cfg.train.grad_accum_steps,
-            axis_name=axis_name,
-            dropout_rng=cfg.train.dropout_rng,
-        ),
-        step.make_eval_step(exp.model),
-    )
+    runner = loop.make_runner(exp, cfg, state, tx)
     state = runner.place_state(state)
     pad = exp.tokenizer.pad_token_id or 0
 
@@ -108,32 +95,7 @@ def main():
     assert list(names) == list(exp.label_names), (names, exp.label_names)
     index = {n: i for i, n in enumerate(names)}
 
-    def encode(split):
-        enc = tokenizer(
-            splits[split].words, is_split_into_words=True, truncation=True, max_length=128
-        )
-        rows = []
-        for i, ids in enumerate(enc["input_ids"]):
-            labels, prev = [], None
-            for w in enc.word_ids(i):
-                first = w is not None and w != prev
-                labels.append(index[splits[split].label[i][w]] if first else -100)
-                prev = w
-            rows.append((ids, labels))
-        return rows
-
-    def collate(rows):
-        width = max(len(ids) for ids, _ in rows)
-        ids = torch.zeros((len(rows), width), dtype=torch.long)
-        m = torch.zeros_like(ids)
-        labels = torch.full_like(ids, -100)
-        for r, (x, y) in enumerate(rows):
-            ids[r, : len(x)] = torch.tensor(x)
-            m[r, : len(x)] = 1
-            labels[r, : len(y)] = torch.tensor(y)
-        return ids, m, labels
-
-    hf_train, hf_test = encode("train"), encode("test")
+    hf_train, hf_test = (ner_hf.hf_encode(tokenizer, splits[s], index) for s in ("train", "test"))
     # Same examples, same token ids and labels, in the same order, on both sides.
     assert len(hf_train) == len(train)
     for i, (ids, labels) in enumerate(hf_train):
@@ -216,7 +178,7 @@ def main():
         lr_j = float(lr_schedule(k))
         lr_t = sched.get_last_lr()[0]
         state, metrics = runner.step(state, runner.put_batch(batch))
-        ids, m, labels = collate([hf_train[i] for i in indices])
+        ids, m, labels = ner_hf.collate([hf_train[i] for i in indices])
         out = hf(input_ids=ids, attention_mask=m, labels=labels)
         out.loss.backward()
         gn = float(torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0))
@@ -256,42 +218,25 @@ def main():
     # ---------------- evaluate on test --------------------------------------------------
     params_j = state.params
     f1_j = loop.score(exp, params_j, "test", runner.eval_step)
-    hf.eval()
-    gold, pred = [], []
-    with torch.no_grad():
-        for b in range(0, len(hf_test), 64):
-            rows = hf_test[b : b + 64]
-            ids, m, labels = collate(rows)
-            tags = hf(input_ids=ids, attention_mask=m).logits.argmax(-1).numpy()
-            for r_ in range(len(rows)):
-                keep = labels[r_].numpy() != -100
-                pred.append([names[t] for t in tags[r_][keep]])
-                gold.append([names[t] for t in labels[r_].numpy()[keep]])
+    gold, pred = ner_hf.hf_tags(hf, hf_test, names)
     f1_t = ner_hf._entity_scores(gold, pred)
     print("jaxft test:", f1_j, flush=True)
     print("HF    test:", f1_t, flush=True)
     # Word-level agreement of the two models' test predictions.
-    pred_j = None
-    try:
-        from jaxft.train import tokens
-
-        pj = tokens.word_predictions(
-            exp.data["test"],
-            params_j,
-            runner.eval_step,
-            cfg.train.eval_batch_size,
-            exp.buckets,
-            pad,
-            tokens.outside_id(names),
-        )
-        pred_j = [[names[t] for t in s] for s in pj]
-        pairs = zip(pred_j, pred, strict=True)
-        same = sum(a == b for x, y in pairs for a, b in zip(x, y, strict=True))
-        total = sum(len(x) for x in pred)
-        print(f"word predictions identical: {same}/{total}", flush=True)
-    except Exception as e:  # noqa: BLE001
-        print("word comparison failed:", e)
-        same = total = None
+    pj = tokens.word_predictions(
+        exp.data["test"],
+        params_j,
+        runner.eval_step,
+        cfg.train.eval_batch_size,
+        exp.buckets,
+        pad,
+        tokens.outside_id(names),
+    )
+    pred_j = [[names[t] for t in s] for s in pj]
+    pairs = zip(pred_j, pred, strict=True)
+    same = sum(a == b for x, y in pairs for a, b in zip(x, y, strict=True))
+    total = sum(len(x) for x in pred)
+    print(f"word predictions identical: {same}/{total}", flush=True)
 
     dl = [r["dloss"] for r in rec]
     summary = {

@@ -297,6 +297,24 @@ def use_compile_cache(path: str) -> None:
         jax.config.update("jax_compilation_cache_dir", str(Path(path).expanduser()))
 
 
+def make_runner(exp: Experiment, cfg, state, tx):
+    """The compiled train and eval steps of a run, on the devices `cfg` asks for."""
+    return parallel.make_runner(
+        cfg,
+        state,
+        lambda axis_name: step.make_train_step(
+            exp.model,
+            tx,
+            exp.regression,
+            cfg.task.label_smoothing,
+            accum_steps=cfg.train.grad_accum_steps,
+            axis_name=axis_name,
+            dropout_rng=cfg.train.dropout_rng,
+        ),
+        step.make_eval_step(exp.model),
+    )
+
+
 def train_and_evaluate(config, workdir) -> dict:
     """Train per `config`, evaluate, and write the workdir contract. Returns eval.json's dict.
     In a multi-host run every process calls it; only process 0 writes files other than
@@ -352,20 +370,7 @@ def train_and_evaluate(config, workdir) -> dict:
         total_steps = min(total_steps, cfg.train.max_steps)
     tx, lr_schedule = optim.make(cfg.optim, peft.paths.split(params, mask)[0], total_steps)
     state = state_lib.create(params, mask, tx, rng_dropout)
-    runner = parallel.make_runner(
-        cfg,
-        state,
-        lambda axis_name: step.make_train_step(
-            exp.model,
-            tx,
-            exp.regression,
-            cfg.task.label_smoothing,
-            accum_steps=cfg.train.grad_accum_steps,
-            axis_name=axis_name,
-            dropout_rng=cfg.train.dropout_rng,
-        ),
-        step.make_eval_step(exp.model),
-    )
+    runner = make_runner(exp, cfg, state, tx)
     log.info("devices: %s", runner.description)
     pad = exp.tokenizer.pad_token_id or 0
     log.info(
