@@ -30,9 +30,9 @@ from side_by_side import run_meta, steady_samples_per_s
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_jaxft(args, workdir):
+def jaxft_config(args):
+    """`experiments/wnut_ner.py` with this run's settings."""
     from jaxft import config as config_lib
-    from jaxft.train import loop
 
     config = config_lib.load_experiment(str(ROOT / "experiments/wnut_ner.py"))
     config.seed = args.seed
@@ -45,6 +45,41 @@ def run_jaxft(args, workdir):
     config.train.progress = False
     config.train.eval_every_epoch = False
     config.train.eval_splits = ("test",)
+    return config
+
+
+def jaxft_draws(config) -> dict:
+    """What jaxft's run with `config` draws besides dropout: its new classifier (kernel [hidden,
+    labels], bias) and the example indices of each step's batch, in order. `--paired` gives
+    them to the HF run so the two differ in their dropout masks alone."""
+    import jax
+
+    from jaxft.data import batching
+    from jaxft.train import loop
+
+    exp = loop.prepare(config)
+    cfg = loop.resolved_config(exp)
+    assert cfg.strategy.name == "full", "paired runs assume full fine-tuning"
+    head = jax.device_get(exp.params["head"]["classifier"])
+    lengths = exp.data["train"].lengths
+    batches = [
+        indices
+        for epoch in range(cfg.train.epochs)
+        for indices in batching.batch_order(
+            lengths, cfg.train.batch_size, True, cfg.seed, epoch, cfg.data.sort_window
+        )
+    ]
+    return {
+        "kernel": np.asarray(head["kernel"]),
+        "bias": np.asarray(head["bias"]),
+        "batches": batches,
+        "lengths": np.asarray(lengths),
+    }
+
+
+def run_jaxft(config, workdir):
+    from jaxft.train import loop
+
     start = time.perf_counter()
     results = loop.train_and_evaluate(config, workdir)
     return {
@@ -118,7 +153,9 @@ def hf_tags(model, rows, names) -> tuple[list, list]:
     return gold, predicted
 
 
-def run_hf(args):
+def run_hf(args, draws=None):
+    """HF's run; with `draws` (from `jaxft_draws`) it starts from jaxft's classifier and takes
+    jaxft's batches, else it draws both itself."""
     import torch
     import transformers
 
@@ -136,28 +173,40 @@ def run_hf(args):
     model = transformers.BertForTokenClassification.from_pretrained(
         model_dir, num_labels=len(names)
     )
+    if draws is not None:
+        with torch.no_grad():
+            model.classifier.weight.copy_(torch.from_numpy(draws["kernel"].T))
+            model.classifier.bias.copy_(torch.from_numpy(draws["bias"]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, eps=1e-8)
     steps_per_epoch = math.ceil(len(train) / args.batch_size)
     scheduler = transformers.get_linear_schedule_with_warmup(
         optimizer, 0, steps_per_epoch * args.epochs
     )
-    rng = np.random.default_rng(args.seed)
+    if draws is None:
+        rng = np.random.default_rng(args.seed)
+        batches = [
+            order[b * args.batch_size : (b + 1) * args.batch_size]
+            for order in (rng.permutation(len(train)) for _ in range(args.epochs))
+            for b in range(steps_per_epoch)
+        ]
+    else:
+        batches = draws["batches"]
+        assert len(batches) == steps_per_epoch * args.epochs, len(batches)
+        # The same example at each index on both sides (jaxft's lengths count the same tokens).
+        assert [len(ids) for ids, _ in train] == list(draws["lengths"]), "example order differs"
     model.train()
     seen, train_time, start = 0, 0.0, time.perf_counter()
-    for _ in range(args.epochs):
-        order = rng.permutation(len(train))
-        for b in range(steps_per_epoch):
-            idx = order[b * args.batch_size : (b + 1) * args.batch_size]
-            t0 = time.perf_counter()
-            ids, mask, labels = collate([train[i] for i in idx])
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            train_time += time.perf_counter() - t0
-            seen += len(idx)
+    for idx in batches:
+        t0 = time.perf_counter()
+        ids, mask, labels = collate([train[i] for i in idx])
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        train_time += time.perf_counter() - t0
+        seen += len(idx)
     gold, predicted = hf_tags(model, test, names)
     # Words cut by truncation have no label here; no WNUT test tweet reaches 128 tokens.
     assert sum(map(len, gold)) == sum(map(len, splits["test"].words)), "truncated test words"
@@ -178,17 +227,37 @@ def main():
     parser.add_argument(
         "--sort_window", type=int, default=0, help="jaxft data.sort_window (0: the experiment's)"
     )
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="HF starts from jaxft's new head and takes its batches: only dropout differs",
+    )
     parser.add_argument("--workdir", default="/tmp/jaxft_ner_hf")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results"))
+    parser.add_argument("--name", default="", help="output files' name (default ner_hf[_paired])")
     args = parser.parse_args()
+    name = args.name or ("ner_hf_paired" if args.paired else "ner_hf")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
 
     runs = {"jaxft": [], "hf": []}
-    for seed in [int(s) for s in args.seeds.split(",")]:
+    seeds = [int(s) for s in args.seeds.split(",")]
+    meta = run_meta({k: v for k, v in vars(args).items() if k != "seed"})
+    for seed in seeds:
         args.seed = seed
-        runs["jaxft"].append(run_jaxft(args, f"{args.workdir}/seed{seed}"))
+        config = jaxft_config(args)
+        draws = jaxft_draws(config) if args.paired else None
+        runs["jaxft"].append(run_jaxft(config, f"{args.workdir}/seed{seed}"))
         print(f"seed {seed} jaxft:      {runs['jaxft'][-1]}", flush=True)
-        runs["hf"].append(run_hf(args))
+        runs["hf"].append(run_hf(args, draws))
         print(f"seed {seed} HF PyTorch: {runs['hf'][-1]}", flush=True)
+        # After every seed, so a stopped run keeps what it measured.
+        done = {**runs, "seeds": seeds[: len(runs["hf"])], **meta}
+        (out / f"{name}.json").write_text(json.dumps(done, indent=2, default=float))
+
+    f1 = {k: np.array([r["test_f1"] for r in runs[k]]) for k in runs}
+    gap = 100 * (f1["hf"] - f1["jaxft"])
+    se = float(np.std(gap, ddof=1) / np.sqrt(len(gap))) if len(gap) > 1 else float("nan")
 
     def mean(name, key):
         return float(np.mean([r[key] for r in runs[name]]))
@@ -196,35 +265,31 @@ def main():
     def std(name, key):
         return float(np.std([r[key] for r in runs[name]]))
 
-    gap = 100 * (mean("hf", "test_f1") - mean("jaxft", "test_f1"))
     ratio = mean("jaxft", "train_samples_per_s") / mean("hf", "train_samples_per_s")
-    meta = run_meta({k: v for k, v in vars(args).items() if k != "seed"})
     names = {"jaxft": "jaxft (JAX/Flax)", "hf": "HF PyTorch (BertForTokenClassification)"}
     table = "| run | seed | test entity F1 | precision | recall | train samples/s | wall s |\n"
     table += "|---|---|---|---|---|---|---|\n"
-    seeds = args.seeds.split(",")
-    for name in ("jaxft", "hf"):
-        for seed, r in zip(seeds, runs[name], strict=True):
+    for key in ("jaxft", "hf"):
+        for seed, r in zip(seeds, runs[key], strict=True):
             table += (
-                f"| {names[name]} | {seed} | {r['test_f1']:.4f} | {r['test_precision']:.4f} | "
+                f"| {names[key]} | {seed} | {r['test_f1']:.4f} | {r['test_precision']:.4f} | "
                 f"{r['test_recall']:.4f} | {r['train_samples_per_s']:.1f} | {r['wall_s']:.0f} |\n"
             )
         table += (
-            f"| **{names[name]}, mean ± std** | | **{mean(name, 'test_f1'):.4f} ± "
-            f"{std(name, 'test_f1'):.4f}** | | | {mean(name, 'train_samples_per_s'):.1f} | |\n"
+            f"| **{names[key]}, mean ± std** | | **{mean(key, 'test_f1'):.4f} ± "
+            f"{std(key, 'test_f1'):.4f}** | | | {mean(key, 'train_samples_per_s'):.1f} | |\n"
         )
     summary = (
-        f"Mean F1 gap (HF - jaxft): {gap:+.2f} points over {len(seeds)} seed(s); "
+        f"Mean F1 gap (HF - jaxft): {gap.mean():+.2f} points over {len(seeds)} seed(s), "
+        f"standard error {se:.2f}; jaxft lower in {int((gap > 0).sum())} of {len(gap)}; "
         f"jaxft / HF train throughput: {ratio:.2f}x"
     )
     print(table + summary)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ner_hf.json").write_text(json.dumps({**runs, **meta}, indent=2, default=float))
-    (out / "ner_hf.md").write_text(
+    flags = " --paired" if args.paired else ""
+    (out / f"{name}.md").write_text(
         f"# WNUT-16 NER: jaxft vs Hugging Face PyTorch, all-MiniLM-L6-v2\n\n"
         f"{meta['date']}, {meta['machine']}; command: `python benchmarks/ner_hf.py "
-        f"--seeds {args.seeds}` (max length {args.max_length}, batch {args.batch_size}, "
+        f"--seeds {args.seeds}{flags}` (max length {args.max_length}, batch {args.batch_size}, "
         f"lr {args.lr}, {args.epochs} epochs)\n\n{table}\n{summary}\n"
     )
 
