@@ -55,10 +55,10 @@ def jaxft_draws(config) -> dict:
     import jax
 
     from jaxft.data import batching
-    from jaxft.train import loop
+    from jaxft.train import experiment
 
-    exp = loop.prepare(config)
-    cfg = loop.resolved_config(exp)
+    exp = experiment.prepare(config)
+    cfg = experiment.resolved_config(exp)
     assert cfg.strategy.name == "full", "paired runs assume full fine-tuning"
     head = jax.device_get(exp.params["head"]["classifier"])
     lengths = exp.data["train"].lengths
@@ -70,8 +70,8 @@ def jaxft_draws(config) -> dict:
         )
     ]
     return {
-        "kernel": np.asarray(head["kernel"]),
-        "bias": np.asarray(head["bias"]),
+        "kernel": np.array(head["kernel"]),  # writable copies for torch
+        "bias": np.array(head["bias"]),
         "batches": batches,
         "lengths": np.asarray(lengths),
     }

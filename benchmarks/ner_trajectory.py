@@ -44,7 +44,7 @@ def main():
     from jaxft import config as config_lib
     from jaxft.data import batching, sources
     from jaxft.models import bert
-    from jaxft.train import loop, optim, tokens
+    from jaxft.train import experiment, loop, optim, tokens
     from jaxft.train import state as state_lib
 
     torch.set_num_threads(2)
@@ -55,8 +55,8 @@ def main():
     config.model_config.hidden_dropout_prob = 0.0
     config.model_config.attention_probs_dropout_prob = 0.0
     config.task.head_dropout = 0.0
-    exp = loop.prepare(config)
-    cfg = loop.resolved_config(exp)
+    exp = experiment.prepare(config)
+    cfg = experiment.resolved_config(exp)
     rng_init, rng_dropout = loop.init_rngs(cfg.seed)
     exp.model = loop.with_speed_options(loop.with_strategy(exp.model, cfg.strategy), cfg)
     assert exp.model.config.hidden_dropout_prob == 0.0
@@ -217,7 +217,7 @@ def main():
 
     # ---------------- evaluate on test --------------------------------------------------
     params_j = state.params
-    f1_j = loop.score(exp, params_j, "test", runner.eval_step)
+    f1_j = experiment.score(exp, params_j, "test", runner.eval_step)
     gold, pred = ner_hf.hf_tags(hf, hf_test, names)
     f1_t = ner_hf._entity_scores(gold, pred)
     print("jaxft test:", f1_j, flush=True)

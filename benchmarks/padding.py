@@ -17,10 +17,10 @@ EXPERIMENTS = ("rotten_tomatoes", "bbc_topic", "wnut_ner")
 def measure(name: str) -> dict:
     from jaxft import config as config_lib
     from jaxft.data import batching
-    from jaxft.train import loop
+    from jaxft.train import experiment
 
     config = config_lib.load_experiment(str(ROOT / f"experiments/{name}.py"))
-    exp = loop.prepare(config, splits=["train"], load_weights=False)
+    exp = experiment.prepare(config, splits=["train"], load_weights=False)
     train, bs = exp.data["train"], config.train.batch_size
     bucketed = batching.padding_fraction(train, bs, exp.buckets, config.seed)
     fixed = batching.padding_fraction(train, bs, [config.data.max_length], config.seed)

@@ -10,7 +10,7 @@ import jaxft
 from jaxft import cli
 from jaxft.errors import UserError
 from jaxft.peft import export as export_lib
-from jaxft.train import inference, loop, step
+from jaxft.train import experiment, inference, loop, step
 from tests.conftest import needs_torch, tiny_config
 
 pytestmark = needs_torch
@@ -170,8 +170,8 @@ def test_features_strategy_trains_the_head_on_cached_features(
     # The workdir restores like any other (base weights + the trained head) and scores the same
     # through the whole model as through the cached features.
     config, model, params, tokenizer = inference.load_workdir(run)
-    exp = loop.prepare(config, splits=["test"], load_weights=False)
-    again = loop.score(exp, params, "test", jax.jit(step.make_eval_step(model)))
+    exp = experiment.prepare(config, splits=["test"], load_weights=False)
+    again = experiment.score(exp, params, "test", jax.jit(step.make_eval_step(model)))
     assert again["accuracy"] == pytest.approx(results["test"]["accuracy"])
     # Cached features are exactly the head's input in the full model.
     exp.model = model

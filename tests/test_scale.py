@@ -7,7 +7,7 @@ import pytest
 from jaxft import peft
 from jaxft.data import batching
 from jaxft.errors import UserError
-from jaxft.train import loop, optim, step
+from jaxft.train import experiment, loop, optim, step
 from jaxft.train import state as state_lib
 from jaxft.train.writer import read_metrics
 from tests.conftest import needs_torch, tiny_config
@@ -39,7 +39,7 @@ def test_gradient_accumulation_4x8_equals_one_batch_of_32(
     config = tiny_config(tiny_model_dir, sentiment_files)
     config.model_config = dict(NO_DROPOUT)  # dropout masks differ per micro-batch by design
     config.strategy.lora.dropout = 0.0
-    exp = loop.prepare(config, splits=["train"])
+    exp = experiment.prepare(config, splits=["train"])
     exp.model = loop.with_strategy(exp.model, config.strategy)
     losses_big, big = _run_steps(exp, config, 1, strategy)
     losses_acc, acc = _run_steps(exp, config, 4, strategy)

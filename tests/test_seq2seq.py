@@ -14,7 +14,7 @@ from jaxft import cli
 from jaxft import config as config_lib
 from jaxft.data import batching
 from jaxft.errors import UserError
-from jaxft.train import loop, step
+from jaxft.train import experiment, loop, step
 from jaxft.train.writer import read_metrics
 from tests.conftest import needs_torch
 
@@ -105,9 +105,9 @@ def _config(files, **overrides):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, word_files):
     workdir = tmp_path_factory.mktemp("seq2seq_run")
-    untrained = loop.prepare(_config(word_files), splits=["validation"])
+    untrained = experiment.prepare(_config(word_files), splits=["validation"])
     eval_step = jax.jit(step.make_eval_step(untrained.model))
-    before = loop.score(untrained, untrained.params, "validation", eval_step)
+    before = experiment.score(untrained, untrained.params, "validation", eval_step)
     results = loop.train_and_evaluate(_config(word_files), workdir)
     return workdir, before, results
 
@@ -195,9 +195,9 @@ def test_beam_search_scores_like_greedy_on_a_learned_task(trained, word_files):
 
     config, model, params, _ = inference.load_workdir(workdir)
     config.generate.num_beams = 4
-    exp = loop.prepare(config, splits=["test"], load_weights=False)
+    exp = experiment.prepare(config, splits=["test"], load_weights=False)
     exp.model = model
-    beam = loop.score(exp, params, "test", jax.jit(step.make_eval_step(model)))
+    beam = experiment.score(exp, params, "test", jax.jit(step.make_eval_step(model)))
     assert beam["bleu"] >= results["test"]["bleu"] - 5.0
 
 
@@ -250,27 +250,29 @@ def test_empty_sources_are_dropped_with_a_warning(word_files, tmp_path, caplog):
     rows[7]["label"] = ""
     files = dict(word_files, validation=_write(tmp_path / "v.csv", rows))
     with caplog.at_level(logging.WARNING):
-        exp = loop.prepare(_config(files), splits=["validation"])
+        exp = experiment.prepare(_config(files), splits=["validation"])
     assert len(exp.data["validation"]) == 18
     assert "dropped 2 of 20 examples with an empty source or target (rows [3, 7])" in caplog.text
 
 
 def test_a_tokenizer_that_does_not_fit_the_model_is_an_error(word_files):
     with pytest.raises(UserError, match="32,100 tokens but the model's vocabulary has 1,000"):
-        loop.prepare(_config(word_files, **{"model_config.vocab_size": 1000}), splits=["test"])
+        experiment.prepare(
+            _config(word_files, **{"model_config.vocab_size": 1000}), splits=["test"]
+        )
     with pytest.raises(UserError, match="eos_token_id=1 but the model config says 5"):
-        loop.prepare(_config(word_files, **{"model_config.eos_token_id": 5}), splits=["test"])
+        experiment.prepare(_config(word_files, **{"model_config.eos_token_id": 5}), splits=["test"])
 
 
 def test_seq2seq_needs_an_encoder_decoder(word_files, tiny_model_dir):
     config = _config(word_files, model=str(tiny_model_dir), random_init=False, tokenizer="")
     with pytest.raises(UserError, match="needs an encoder-decoder model"):
-        loop.prepare(config, splits=["test"])
+        experiment.prepare(config, splits=["test"])
 
 
 def test_an_architecture_without_weights_needs_random_init(word_files):
     with pytest.raises(UserError, match="set random_init=True"):
-        loop.prepare(_config(word_files, random_init=False), splits=["test"])
+        experiment.prepare(_config(word_files, random_init=False), splits=["test"])
 
 
 def test_t5_encoder_classification_head_learns(sentiment_files, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from jaxft import cli, peft
 from jaxft.data import batching
-from jaxft.train import loop, optim, step
+from jaxft.train import experiment, loop, optim, step
 from jaxft.train import state as state_lib
 from jaxft.train.writer import read_metrics
 from tests.conftest import needs_torch, tiny_config
@@ -156,7 +156,7 @@ def test_bad_data_is_one_clear_error(
 
 def _one_step(tiny_model_dir, sentiment_files, strategy):
     config = tiny_config(tiny_model_dir, sentiment_files, **{"strategy.name": strategy})
-    exp = loop.prepare(config)
+    exp = experiment.prepare(config)
     params, mask = peft.apply(exp.params, strategy)
     trainable, _ = peft.paths.split(params, mask)
     tx, _ = optim.make(config.optim, trainable, total_steps=10)

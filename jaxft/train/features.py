@@ -13,7 +13,7 @@ import numpy as np
 import optax
 
 from jaxft.models import heads
-from jaxft.train import checkpoint, loop, optim, step
+from jaxft.train import checkpoint, experiment, loop, optim, step
 from jaxft.train.writer import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def extract(exp, params, split: str) -> np.ndarray:
             exp.model.head, out.last_hidden_state, out.pooler_output, batch["attention_mask"]
         )
 
-    return loop.all_logits(
+    return experiment.all_logits(
         exp.data[split],
         backbone_params,
         pooled,

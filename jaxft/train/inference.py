@@ -10,7 +10,7 @@ from jaxft import config as config_lib
 from jaxft import models, peft
 from jaxft.data import batching, sources
 from jaxft.errors import UserError
-from jaxft.train import checkpoint, loop, qa, seq2seq, step, tokens
+from jaxft.train import checkpoint, experiment, loop, qa, seq2seq, step, tokens
 
 # Config fields that change parameter shapes or meaning (BERT family, then T5).
 STRUCTURAL_KEYS = (
@@ -71,8 +71,8 @@ def load_workdir(workdir):
     check_base_model(workdir, config)
     label_names = list(config.task.label_names) or None
     needs_base = peft.names(config.strategy) != ["full"]
-    model, base = loop.build_model(
-        config, loop.num_outputs(config, label_names), load_weights=needs_base
+    model, base = experiment.build_model(
+        config, experiment.num_outputs(config, label_names), load_weights=needs_base
     )
     if base is None:
         base = jax.eval_shape(lambda: models.init_params(model, jax.random.key(0)))
@@ -80,15 +80,15 @@ def load_workdir(workdir):
     template, frozen = peft.paths.split(params, mask)
     _, trained = checkpoint.restore_params(workdir, template)
     model = loop.with_speed_options(loop.with_strategy(model, config.strategy), config)
-    return config, model, peft.paths.merge(trained, frozen), loop.load_tokenizer(config)
+    return config, model, peft.paths.merge(trained, frozen), experiment.load_tokenizer(config)
 
 
 def evaluate(workdir, splits) -> dict:
     config, model, params, _ = load_workdir(workdir)
-    exp = loop.prepare(config, splits=splits, load_weights=False)
+    exp = experiment.prepare(config, splits=splits, load_weights=False)
     exp.model = model  # with the strategy's options, as trained
     eval_step = jax.jit(step.make_eval_step(model))
-    return {split: loop.score(exp, params, split, eval_step) for split in splits}
+    return {split: experiment.score(exp, params, split, eval_step) for split in splits}
 
 
 def predict(workdir, texts: list[str], text_pairs: list[str] | None = None) -> list[dict]:
@@ -108,7 +108,7 @@ def predict(workdir, texts: list[str], text_pairs: list[str] | None = None) -> l
         tokenizer, examples, np.zeros(len(texts), np.int32), config.data.max_length
     )
     lengths = batching.bucket_lengths(config.data.max_length, config.data.buckets)
-    logits = loop.all_logits(
+    logits = experiment.all_logits(
         data,
         params,
         eval_step,
