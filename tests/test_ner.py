@@ -9,7 +9,7 @@ import pytest
 from jaxft import config as config_lib
 from jaxft.data import batching, sources, tasks, user_data
 from jaxft.errors import UserError
-from jaxft.train import inference, loop
+from jaxft.train import experiment, inference, loop
 from tests.conftest import needs_torch, tiny_config
 
 PEOPLE = [["alice"], ["bob", "marley"], ["carol"], ["david", "bowie"]]
@@ -211,3 +211,9 @@ def test_plain_texts_for_token_classification_are_an_error(tmp_path):
     c = config_lib.defaults()
     with pytest.raises(UserError, match="needs words with one tag each; the 'train' split"):
         tokens.prepare_split("train", plain, None, c, ["O"])
+
+
+def test_max_train_examples_cuts_tagged_words(tiny_model_dir, ner_files):
+    config = _config(tiny_model_dir, ner_files, **{"data.max_train_examples": 7})
+    exp = experiment.prepare(config, splits=["train"])
+    assert len(exp.data["train"]) == 7

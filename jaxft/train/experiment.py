@@ -143,8 +143,9 @@ def prepare(config, splits=None, load_weights=True) -> Experiment:
 
 
 def _first_examples(examples: sources.Examples, n: int) -> sources.Examples:
-    pair = examples.text_pair
-    return sources.Examples(examples.text[:n], examples.label[:n], pair and pair[:n])
+    """The first n examples, every field cut (NER's words too)."""
+    fields = {f.name: getattr(examples, f.name) for f in dataclasses.fields(examples)}
+    return sources.Examples(**{k: v if v is None else v[:n] for k, v in fields.items()})
 
 
 def _check_split(raw, split):
