@@ -262,3 +262,51 @@ def test_schedule_matches_hf_at_every_step(total_steps, warmup_ratio):
         sched.step()
     ours = np.asarray([float(lr_schedule(k)) for k in range(total_steps)])
     np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-12)
+
+
+def test_paired_ner_benchmark_gives_hf_the_draws_jaxft_trains_with(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """`benchmarks/ner_hf.py --paired` hands HF the new classifier and the batches of jaxft's
+    run: they must be what `train_and_evaluate` really starts from and takes, step by step."""
+    import argparse
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import ner_hf
+
+    from jaxft.data import batching
+    from jaxft.train import loop
+
+    args = argparse.Namespace(
+        seed=3, epochs=2, batch_size=32, lr=5e-5, max_length=128, sort_window=1
+    )
+    config = ner_hf.jaxft_config(args)
+    config.model = str(tiny_model_dir)
+    config.data.max_train_examples = 80  # 3 steps an epoch, the last one short
+    config.train.eval_splits = ()
+    draws = ner_hf.jaxft_draws(config)
+
+    taken, starts = [], []
+    real_batches, real_create = batching.batches, loop.state_lib.create
+
+    def recording_batches(data, batch_size, *rest, **kwargs):
+        for indices, batch in real_batches(data, batch_size, *rest, **kwargs):
+            if rest[2:3] == (True,):  # shuffled: the training batches
+                taken.append(np.asarray(indices))
+            yield indices, batch
+
+    def recording_create(params, *rest):
+        starts.append(np.asarray(params["head"]["classifier"]["kernel"]))
+        return real_create(params, *rest)
+
+    monkeypatch.setattr(batching, "batches", recording_batches)
+    monkeypatch.setattr(loop.state_lib, "create", recording_create)
+    loop.train_and_evaluate(config, tmp_path)
+
+    assert len(draws["batches"]) == len(taken) == 6
+    for drawn, took in zip(draws["batches"], taken, strict=True):
+        np.testing.assert_array_equal(drawn, took)
+    np.testing.assert_array_equal(draws["kernel"], starts[0])
+    assert len(draws["lengths"]) == 80
