@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from side_by_side import run_meta, steady_samples_per_s
+from side_by_side import run_meta, steady_samples_per_s, torch_train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,12 +97,9 @@ def run_hf(args):
             t0 = time.perf_counter()
             ids, mask = collate([train_ids[i] for i in idx])
             labels = torch.tensor(train_labels[idx], dtype=torch.long)
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
+            torch_train_step(
+                model, optimizer, scheduler, input_ids=ids, attention_mask=mask, labels=labels
+            )
             train_time += time.perf_counter() - t0
             seen += len(idx)
     model.eval()

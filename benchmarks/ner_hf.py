@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from side_by_side import run_meta, steady_samples_per_s
+from side_by_side import run_meta, steady_samples_per_s, torch_train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -199,12 +199,9 @@ def run_hf(args, draws=None):
     for idx in batches:
         t0 = time.perf_counter()
         ids, mask, labels = collate([train[i] for i in idx])
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
+        torch_train_step(
+            model, optimizer, scheduler, input_ids=ids, attention_mask=mask, labels=labels
+        )
         train_time += time.perf_counter() - t0
         seen += len(idx)
     gold, predicted = hf_tags(model, test, names)

@@ -37,6 +37,7 @@ OUT = os.environ.get("OUT", ROOT + "/benchmarks/results/ner_trajectory.json")
 def main():
     import jax
     import ner_hf  # benchmarks/ner_hf.py: HF's data, batches, scoring
+    import side_by_side
     import torch
     import transformers
 
@@ -179,12 +180,9 @@ def main():
         lr_t = sched.get_last_lr()[0]
         state, metrics = runner.step(state, runner.put_batch(batch))
         ids, m, labels = ner_hf.collate([hf_train[i] for i in indices])
-        out = hf(input_ids=ids, attention_mask=m, labels=labels)
-        out.loss.backward()
-        gn = float(torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0))
-        optimizer.step()
-        sched.step()
-        optimizer.zero_grad()
+        loss_t, gn = side_by_side.torch_train_step(
+            hf, optimizer, sched, input_ids=ids, attention_mask=m, labels=labels
+        )
         metrics = jax.device_get(metrics)
         if (k + 1) % 30 == 0 or k == 0:
             flat_j = models.flatten(jax.device_get(state.params))
@@ -197,7 +195,7 @@ def main():
             "width_j": int(batch["input_ids"].shape[1]),
             "width_t": int(ids.shape[1]),
             "loss_j": float(metrics["loss"]),
-            "loss_t": float(out.loss.item()),
+            "loss_t": float(loss_t.item()),
             "gn_j": float(metrics["grad_norm"]),
             "gn_t": gn,
             "lr_j": lr_j,
