@@ -232,7 +232,14 @@ def main():
     parser.add_argument("--workdir", default="/tmp/jaxft_ner_hf")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results"))
     parser.add_argument("--name", default="", help="output files' name (default ner_hf[_paired])")
+    parser.add_argument(
+        "--report", default="", help="only rewrite the table of this saved .json (a stopped run)"
+    )
     args = parser.parse_args()
+    if args.report:
+        saved = Path(args.report)
+        report(json.loads(saved.read_text()), saved.with_suffix(".md"))
+        return
     name = args.name or ("ner_hf_paired" if args.paired else "ner_hf")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -252,6 +259,12 @@ def main():
         done = {**runs, "seeds": seeds[: len(runs["hf"])], **meta}
         (out / f"{name}.json").write_text(json.dumps(done, indent=2, default=float))
 
+    report(json.loads((out / f"{name}.json").read_text()), out / f"{name}.md")
+
+
+def report(done: dict, path: Path) -> None:
+    """Print and write the Markdown table of a saved run (`done`: its JSON), complete or not."""
+    runs, seeds, settings = {k: done[k] for k in ("jaxft", "hf")}, done["seeds"], done["settings"]
     f1 = {k: np.array([r["test_f1"] for r in runs[k]]) for k in runs}
     gap = 100 * (f1["hf"] - f1["jaxft"])
     se = float(np.std(gap, ddof=1) / np.sqrt(len(gap))) if len(gap) > 1 else float("nan")
@@ -282,12 +295,15 @@ def main():
         f"jaxft / HF train throughput: {ratio:.2f}x"
     )
     print(table + summary)
-    flags = " --paired" if args.paired else ""
-    (out / f"{name}.md").write_text(
+    flags = " --paired" if settings.get("paired") else ""
+    if settings.get("sort_window"):
+        flags += f" --sort_window {settings['sort_window']}"
+    path.write_text(
         f"# WNUT-16 NER: jaxft vs Hugging Face PyTorch, all-MiniLM-L6-v2\n\n"
-        f"{meta['date']}, {meta['machine']}; command: `python benchmarks/ner_hf.py "
-        f"--seeds {args.seeds}{flags}` (max length {args.max_length}, batch {args.batch_size}, "
-        f"lr {args.lr}, {args.epochs} epochs)\n\n{table}\n{summary}\n"
+        f"{done['date']}, {done['machine']}; command: `python benchmarks/ner_hf.py "
+        f"--seeds {','.join(map(str, seeds))}{flags}` (max length {settings['max_length']}, "
+        f"batch {settings['batch_size']}, lr {settings['lr']}, {settings['epochs']} epochs)\n\n"
+        f"{table}\n{summary}\n"
     )
 
 
