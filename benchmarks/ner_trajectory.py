@@ -2,7 +2,8 @@
 follow the same trajectory?
 
 `benchmarks/ner_hf.py` compares the two over seeds, where head init, dropout masks and batch
-order all differ. This script removes those differences: dropout 0 everywhere, jaxft's
+order all differ (with `--paired`, dropout masks alone). This script removes those differences:
+dropout 0 everywhere, jaxft's
 initialised classifier copied into `BertForTokenClassification`, and HF fed jaxft's batch
 indices at every step. It trains both, interleaved, on real all-MiniLM-L6-v2 and the WNUT-16
 train split with the experiment's other settings (batch 32, lr 5e-5, linear decay, clip 1.0,

@@ -5,15 +5,17 @@ Run (CPU, ~3-4 minutes on 2 cores):
     jaxft train experiments/wnut_ner.py --workdir runs/wnut_ner
     jaxft predict --workdir runs/wnut_ner "Going to see Coldplay in London with Taylor"
 
-Result (2026-11-26, 2-core CPU), test entity F1 (benchmarks/results/ner_hf.md):
+Result (2026-11-26, 2-core CPU), test entity F1 (benchmarks/results/ner_hf.md, ner_hf_paired.md):
 
     this file (random batches, sort_window=1)   seeds 0-12: mean 0.2655 +- 0.0433 (seed 0: 0.2509)
     length-sorted batches (sort_window=64)      seeds 0-2: mean 0.2392 +- 0.0372
-    HF PyTorch BertForTokenClassification       seeds 0-12: mean 0.2892 +- 0.0334
+    HF PyTorch BertForTokenClassification       seeds 0-12: mean 0.2892 +- 0.0334 (its own draws)
+      with this run's initial head and batches  seeds 0-12: mean 0.2610 +- 0.0418 (--paired)
     both with dropout 0, the same initial head and batches (benchmarks/ner_trajectory.py): 0.3278
 
 F1 is still climbing after 5 epochs at lr 5e-5, and 240 test tweets hold ~140 entities, so one
-seed moves by several points; the side-by-side script is `python benchmarks/ner_hf.py`.
+seed moves by several points; the side-by-side script is `python benchmarks/ner_hf.py`
+(`--paired` shares the initial head and batches: per-seed gaps shrink to 3.4 points at most).
 
 The data is the built-in WNUT-16 train set (ASSETS.md): 1,914 train / 240 validation / 240 test
 sentences by sentence index (i % 10 == 0 test, 1 validation). Each word's tag goes on its first
