@@ -2,7 +2,7 @@
 
 experiment config -> data (tokenized, bucketed) -> model + params -> strategy mask -> masked AdamW
 -> jitted train step -> evaluation -> workdir (config.json, metrics.jsonl, eval.json, tb/,
-checkpoints/).
+checkpoints/). The first two arrows and the evaluation are `experiment.py`'s.
 """
 
 import contextlib
