@@ -61,26 +61,22 @@ def jaxft_draws(config) -> dict:
     them to the HF run so the two differ in their dropout masks alone."""
     import jax
 
-    from jaxft.data import batching
-    from jaxft.train import experiment
+    from jaxft.train import experiment, loop
 
     exp = experiment.prepare(config)
     cfg = experiment.resolved_config(exp)
     assert cfg.strategy.name == "full", "paired runs assume full fine-tuning"
     head = jax.device_get(exp.params["head"]["classifier"])
-    lengths = exp.data["train"].lengths
     batches = [
         indices
         for epoch in range(cfg.train.epochs)
-        for indices in batching.batch_order(
-            lengths, cfg.train.batch_size, True, cfg.seed, epoch, cfg.data.sort_window
-        )
+        for indices, _ in loop.train_batches(exp, cfg, epoch)
     ]
     return {
-        "kernel": np.array(head["kernel"]),  # writable copies for torch
-        "bias": np.array(head["bias"]),
+        "kernel": np.asarray(head["kernel"]),
+        "bias": np.asarray(head["bias"]),
         "batches": batches,
-        "lengths": np.asarray(lengths),
+        "lengths": np.asarray(exp.data["train"].lengths),
     }
 
 
@@ -160,6 +156,15 @@ def hf_tags(model, rows, names) -> tuple[list, list]:
     return gold, predicted
 
 
+def set_classifier(model, kernel, bias) -> None:
+    """Give an HF token classifier jaxft's classifier (kernel [hidden, labels], bias)."""
+    import torch
+
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.tensor(np.asarray(kernel).T))
+        model.classifier.bias.copy_(torch.tensor(np.asarray(bias)))
+
+
 def run_hf(args, draws=None):
     """HF's run; with `draws` (from `jaxft_draws`) it starts from jaxft's classifier and takes
     jaxft's batches, else it draws both itself."""
@@ -181,9 +186,7 @@ def run_hf(args, draws=None):
         model_dir, num_labels=len(names)
     )
     if draws is not None:
-        with torch.no_grad():
-            model.classifier.weight.copy_(torch.from_numpy(draws["kernel"].T))
-            model.classifier.bias.copy_(torch.from_numpy(draws["bias"]))
+        set_classifier(model, draws["kernel"], draws["bias"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0, eps=1e-8)
     steps_per_epoch = math.ceil(len(train) / args.batch_size)
     scheduler = transformers.get_linear_schedule_with_warmup(

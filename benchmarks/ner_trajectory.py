@@ -44,7 +44,7 @@ def main():
 
     from jaxft import assets, models, peft
     from jaxft import config as config_lib
-    from jaxft.data import batching, sources
+    from jaxft.data import sources
     from jaxft.models import bert
     from jaxft.train import experiment, loop, optim, tokens
     from jaxft.train import state as state_lib
@@ -128,9 +128,7 @@ def main():
     assert set(flat0) == set(name_map), set(flat0) ^ set(name_map)
     hf_params = dict(hf.named_parameters())
     assert {k for k, _ in name_map.values()} == set(hf_params)
-    with torch.no_grad():
-        hf.classifier.weight.copy_(torch.from_numpy(np.asarray(flat0["head/classifier/kernel"]).T))
-        hf.classifier.bias.copy_(torch.from_numpy(np.asarray(flat0["head/classifier/bias"])))
+    ner_hf.set_classifier(hf, flat0["head/classifier/kernel"], flat0["head/classifier/bias"])
 
     def hf_as_flax():
         return {
@@ -160,18 +158,7 @@ def main():
 
     def all_batches():
         for e in range(cfg.train.epochs):
-            yield from batching.batches(
-                train,
-                bs,
-                exp.buckets,
-                pad,
-                True,
-                cfg.seed,
-                e,
-                exp.target_buckets,
-                skip=0,
-                sort_window=cfg.data.sort_window,
-            )
+            yield from loop.train_batches(exp, cfg, e)
 
     t0 = time.perf_counter()
     for k, (indices, batch) in enumerate(all_batches()):

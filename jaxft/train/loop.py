@@ -87,6 +87,23 @@ def make_runner(exp: experiment.Experiment, cfg, state, tx):
     )
 
 
+def train_batches(exp: experiment.Experiment, cfg, epoch: int, skip: int = 0):
+    """(indices, batch) of one training epoch from its `skip`-th batch on, in the shuffled order
+    the seed and epoch fix (a resume and a side-by-side benchmark take the same batches)."""
+    return batching.batches(
+        exp.data["train"],
+        cfg.train.batch_size,
+        exp.buckets,
+        exp.tokenizer.pad_token_id or 0,
+        True,
+        cfg.seed,
+        epoch,
+        exp.target_buckets,
+        skip=skip,
+        sort_window=cfg.data.sort_window,
+    )
+
+
 def train_and_evaluate(config, workdir) -> dict:
     """Train per `config`, evaluate, and write the workdir contract. Returns eval.json's dict.
     In a multi-host run every process calls it; only process 0 writes files other than
@@ -144,7 +161,6 @@ def train_and_evaluate(config, workdir) -> dict:
     state = state_lib.create(params, mask, tx, rng_dropout)
     runner = make_runner(exp, cfg, state, tx)
     log.info("devices: %s", runner.description)
-    pad = exp.tokenizer.pad_token_id or 0
     log.info(
         "train: %d examples, %d steps of %d; buckets %s pad %.1f%% of token slots",
         len(train),
@@ -188,18 +204,7 @@ def train_and_evaluate(config, workdir) -> dict:
     with preemption_notice() as preempted:
         for epoch in range(start_step // steps_per_epoch, cfg.train.epochs):
             seen_in_epoch = step_count - epoch * steps_per_epoch  # > 0 only when resuming
-            epoch_batches = batching.batches(
-                train,
-                bs,
-                exp.buckets,
-                pad,
-                True,
-                cfg.seed,
-                epoch,
-                exp.target_buckets,
-                skip=seen_in_epoch,
-                sort_window=cfg.data.sort_window,
-            )
+            epoch_batches = train_batches(exp, cfg, epoch, skip=seen_in_epoch)
             placed = ((i, runner.put_batch(b)) for i, b in epoch_batches)
             for indices, batch in batching.prefetch(placed, cfg.train.prefetch):
                 state, metrics = runner.step(state, batch)
