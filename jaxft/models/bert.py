@@ -24,6 +24,7 @@ from jaxft.models import heads as heads_lib
 from jaxft.models.layers import (
     Adapter,
     Dense,
+    Dropout,
     Dtype,
     LayerNorm,
     activation,
@@ -118,7 +119,7 @@ class Embeddings(nn.Module):
             + embed("token_type_embeddings", c.type_vocab_size)(token_type_ids)
         )
         x = LayerNorm(c.layer_norm_eps, dtype=self.dtype, name="norm")(x)
-        return nn.Dropout(c.hidden_dropout_prob)(x, deterministic=deterministic)
+        return Dropout(c.hidden_dropout_prob)(x, deterministic=deterministic)
 
 
 class SelfAttention(nn.Module):
@@ -156,7 +157,7 @@ class SelfAttention(nn.Module):
             bias = attention_bias(mask)  # learned prefixes, in front, are always attended to
             bias = jnp.pad(bias, [(0, 0)] * 3 + [(k.shape[1] - bias.shape[-1], 0)])
             probs = attention_weights(q, k, bias)
-            probs = nn.Dropout(c.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+            probs = Dropout(c.attention_probs_dropout_prob)(probs, deterministic=deterministic)
             context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
         return dense("output")(context.reshape(x.shape[:2] + (c.hidden_size,)), deterministic)
 
@@ -175,7 +176,7 @@ class Layer(nn.Module):
     @nn.compact
     def __call__(self, x, mask, deterministic):
         c = self.config
-        drop = lambda t: nn.Dropout(c.hidden_dropout_prob)(t, deterministic=deterministic)
+        drop = lambda t: Dropout(c.hidden_dropout_prob)(t, deterministic=deterministic)
         norm = lambda n: LayerNorm(c.layer_norm_eps, dtype=self.dtype, name=n)
         dense = lambda size, n: Dense(size, dtype=self.dtype, lora_dropout=c.lora_dropout, name=n)
         adapt = lambda t, n: (

@@ -11,7 +11,7 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxft.models.layers import Dense, Dtype
+from jaxft.models.layers import Dense, Dropout, Dtype
 
 HEAD_KINDS = ("classification", "token_classification", "question_answering")
 POOLINGS = ("cls", "mean")
@@ -62,7 +62,7 @@ class ClassificationHead(nn.Module):
 
     @nn.compact
     def __call__(self, features, deterministic):
-        features = nn.Dropout(self.config.dropout)(features, deterministic=deterministic)
+        features = Dropout(self.config.dropout)(features, deterministic=deterministic)
         logits = Dense(self.config.num_labels, dtype=self.dtype, name="classifier")(features)
         return logits.astype(jnp.float32)
 

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from jaxft.models import heads as heads_lib
 from jaxft.models import layers as layers_lib
-from jaxft.models.layers import Dense, Dtype, activation
+from jaxft.models.layers import Dense, Dropout, Dtype, activation
 
 MODEL_TYPES = ("t5",)
 
@@ -175,7 +175,7 @@ class Attention(nn.Module):
                 k, v = cached_k.value, cached_v.value
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias
         probs = jax.nn.softmax(scores, axis=-1)
-        probs = nn.Dropout(c.dropout_rate)(probs, deterministic=deterministic)
+        probs = Dropout(c.dropout_rate)(probs, deterministic=deterministic)
         context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
         return dense(c.d_model, "o")(context.reshape(x.shape[:2] + (c.inner_dim,)), deterministic)
 
@@ -202,7 +202,7 @@ class FeedForward(nn.Module):
             )
         else:
             h = act(dense(c.d_ff, "wi")(x, deterministic))
-        h = nn.Dropout(c.dropout_rate)(h, deterministic=deterministic)
+        h = Dropout(c.dropout_rate)(h, deterministic=deterministic)
         return dense(c.d_model, "wo")(h, deterministic)
 
 
@@ -217,7 +217,7 @@ class Block(nn.Module):
     def __call__(self, x, self_bias, memory, cross_bias, deterministic, decode=False):
         c = self.config
         norm = lambda n: RMSNorm(c.layer_norm_epsilon, self.dtype, name=n)
-        drop = lambda t: nn.Dropout(c.dropout_rate)(t, deterministic=deterministic)
+        drop = lambda t: Dropout(c.dropout_rate)(t, deterministic=deterministic)
         h = norm("self_attention_norm")(x)
         x = x + drop(
             Attention(c, self.dtype, name="self_attention")(
@@ -283,7 +283,7 @@ class Stack(nn.Module):
         cross_bias = (
             None if memory is None else mask_bias(memory_mask[:, None, None, :].astype(bool))
         )
-        drop = lambda t: nn.Dropout(c.dropout_rate)(t, deterministic=deterministic)
+        drop = lambda t: Dropout(c.dropout_rate)(t, deterministic=deterministic)
         x = drop(embedded.astype(self.dtype))
         layers = c.num_decoder_layers if self.is_decoder else c.num_layers
         for i in range(layers):
