@@ -2,13 +2,14 @@
 # The one prepared check for a machine with an NVIDIA GPU whose python3 already has JAX, PyTorch,
 # transformers and PEFT, and no network: parity tests on the GPU, then benchmarks/throughput.py
 # against Hugging Face PyTorch for the rows the performance targets name (BERT-base full, LoRA,
-# frozen; T5-base full; HF eager and torch.compile), plus two before/after rows (GELU and
-# norms by autodiff; no GEMM autotuning). Sized to about 7 minutes from H100 and H200 runs,
-# where XLA took 25-35 s to compile a BERT-base train step and 5-10 s per small parity program,
-# and the PyTorch rows about 2 minutes (an H200 run with a 290 s budget reached BERT full,
+# frozen; T5-base full; HF eager and torch.compile), plus before/after rows (flax's dropout
+# masks, full and frozen; layer scan; no GEMM autotuning). Sized to about 7 minutes from H100
+# and H200 runs, where XLA took 25-35 s to compile a BERT-base train step and 5-10 s per small
+# parity program, and the PyTorch rows about 2 minutes (an H200 run with a 290 s budget reached BERT full,
 # frozen and LoRA, not T5: T5 now comes before the before/after rows). Set ABLATIONS=1 for
 # every speed-option ablation (about 35 s each more). Everything it prints also lands in $OUT
-# (default benchmarks/results/gpu_check): gpu_check.log, parity.log, throughput.{json,md}.
+# (default benchmarks/results/gpu_check): gpu_check.log, parity.log, throughput.{json,md}, and
+# the optimized HLO of the BERT full and frozen and T5 steps (hlo_*.txt.gz, for hlo_bytes.py).
 #
 #   bash benchmarks/gpu_check.sh          # GPU preset when nvidia-smi sees a GPU, else CPU/tiny
 #   bash benchmarks/gpu_check.sh --cpu    # force the CPU path (tiny sizes): how CI tests it
@@ -72,8 +73,11 @@ budget="${THROUGHPUT_BUDGET:-300}"
 cpu_extra=()
 [[ $mode == cpu ]] && cpu_extra=(--steps 2 --warmup 1 --no-torch_compile)
 # HF rows for the targets only (no PEFT LoRA: LoRA's target is against jaxft's own full step).
-extra=(--strategies full,frozen,lora --hf_strategies full,frozen "${cpu_extra[@]}")
-[[ "${ABLATIONS:-0}" == 1 ]] || extra+=(--ablations autodiff_ops,autotune0)
+extra=(--strategies full,frozen,lora --hf_strategies full,frozen
+  --save_hlo bert_full,bert_frozen,t5_full "${cpu_extra[@]}")
+# Before/after rows: the dropout masks of flax (one threefry hash per element) for the full and
+# frozen steps, then layer scan and no GEMM autotuning (both for compile time).
+[[ "${ABLATIONS:-0}" == 1 ]] || extra+=(--ablations flax_dropout,frozen:flax_dropout,scan,autotune0)
 if [[ -n "${JAXFT_XLA_FLAGS:-}" ]]; then
   if XLA_FLAGS="$JAXFT_XLA_FLAGS" "$PY" -c "import jax, jax.numpy as jnp; \
       jax.block_until_ready(jax.jit(lambda x: x @ x)(jnp.ones((64, 64))))"; then

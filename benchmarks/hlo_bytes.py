@@ -11,10 +11,12 @@ feed-forward backward of all layers.
 
     python benchmarks/hlo_bytes.py benchmarks/results/profile/hlo_bert_full_default.txt
     python benchmarks/hlo_bytes.py HLO --bandwidth 3.35 --top 20   # ms at 3.35 TB/s, 20 groups
+    python benchmarks/hlo_bytes.py OUT/hlo_bert_full.txt.gz  # from throughput.py --save_hlo
 """
 
 import argparse
 import collections
+import gzip
 import re
 
 DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4,
@@ -105,12 +107,17 @@ def report(summary: dict, bandwidth_tb_s: float, top: int) -> str:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("hlo", help="an optimized HLO text file (profile_step.py's hlo_*.txt)")
+    p.add_argument(
+        "hlo",
+        help="an optimized HLO text file (profile_step.py's hlo_*.txt, or throughput.py "
+        "--save_hlo's hlo_*.txt.gz)",
+    )
     p.add_argument("--bandwidth", type=float, default=3.0, help="TB/s, for the ms column")
     p.add_argument("--depth", type=int, default=3, help="op_name path parts per group")
     p.add_argument("--top", type=int, default=30)
     args = p.parse_args(argv)
-    with open(args.hlo) as f:
+    opener = gzip.open if args.hlo.endswith(".gz") else open
+    with opener(args.hlo, "rt") as f:
         summary = summarize(entry_kernels(f.read()), args.depth)
     print(report(summary, args.bandwidth, args.top))
     return summary

@@ -28,6 +28,7 @@ with the device. Ratios: jaxft / HF for the same shape and strategy, and jaxft L
 import argparse
 import contextlib
 import dataclasses
+import gzip
 import json
 import os
 import platform
@@ -122,8 +123,26 @@ ABLATIONS = {
     "attn_explicit": "attention dropout 0, einsum-softmax attention",
     "attn_fused": "attention dropout 0, fused attention (cuDNN flash on GPU)",
     "autodiff_ops": "GELU and the norms differentiated by JAX, not by their own backward",
+    "flax_dropout": "dropout masks by jax.random.bernoulli (one threefry hash per element)",
     "autotune0": "compiled with xla_gpu_autotune_level=0 (library GEMM heuristics, no autotuning)",
 }
+
+
+@contextlib.contextmanager
+def flax_dropout(on: bool):
+    """While tracing, dropout masks drawn as flax's nn.Dropout draws them: the library before
+    its masks took 16 bits per element, four elements per threefry hash."""
+    import jax
+
+    from jaxft.models import layers
+
+    saved = layers.keep_mask
+    if on:
+        layers.keep_mask = lambda key, rate, shape: jax.random.bernoulli(key, 1.0 - rate, shape)
+    try:
+        yield
+    finally:
+        layers.keep_mask = saved
 
 
 @contextlib.contextmanager
@@ -232,7 +251,7 @@ def numpy_batch(arch: str, dims: tuple, vocab: int, seed: int = 0) -> dict:
     return host
 
 
-def jaxft_row(row: Row, shape: dict, steps: int, warmup: int, peak) -> Row:
+def jaxft_row(row: Row, shape: dict, steps: int, warmup: int, peak, hlo_dir: str = "") -> Row:
     import jax
 
     from jaxft.train import step as step_lib
@@ -246,10 +265,13 @@ def jaxft_row(row: Row, shape: dict, steps: int, warmup: int, peak) -> Row:
     train_step = step_lib.make_train_step(model, tx, dropout_rng=settings["dropout_rng"])
     start = time.perf_counter()
     options = {"xla_gpu_autotune_level": 0} if row.variant == "autotune0" else None
-    with autodiff_ops(row.variant == "autodiff_ops"):
+    with autodiff_ops(row.variant == "autodiff_ops"), flax_dropout(row.variant == "flax_dropout"):
         lowered = jax.jit(train_step, donate_argnums=0).lower(state, batch)
         compiled = lowered.compile(compiler_options=options)
     row.compile_s = time.perf_counter() - start
+    if hlo_dir:
+        name = f"hlo_{row.arch}_{row.strategy}.txt.gz"
+        (Path(hlo_dir) / name).write_bytes(gzip.compress(compiled.as_text().encode()))
     row.xla_flops = xla_flops(compiled)
     row.memory_gb = plan_bytes(compiled) / 1e9
     for _ in range(warmup):
@@ -402,11 +424,12 @@ def plan(args) -> list[Row]:
     if "bert" in args.only and "full" in strategies and args.torch_compile:
         rows.append(Row("hf", "bert", "full", "compile", shape, bert_dims, dtype))
     if "bert" in args.only:
-        for a in (a for a in ablations.split(",") if a):
+        for item in (a for a in ablations.split(",") if a):
+            strategy, _, a = item.rpartition(":")  # "frozen:scan": the frozen row, scanned
             if a not in ABLATIONS:
                 raise SystemExit(f"unknown ablation {a!r}; choose from {sorted(ABLATIONS)}")
             row_dtype = "float32" if a == "float32" else dtype
-            rows.append(Row("jaxft", "bert", "full", a, shape, bert_dims, row_dtype))
+            rows.append(Row("jaxft", "bert", strategy or "full", a, shape, bert_dims, row_dtype))
     if "t5" in args.only and args.t5_last:  # last: its compile time is the least known
         pair("t5", "full", t5_dims)
     if args.no_torch:
@@ -507,7 +530,18 @@ def parse(argv=None):
     p.add_argument("--preset", default="gpu", choices=sorted(PRESETS))
     p.add_argument("--only", default="bert,t5", help="models: bert, t5 or both")
     p.add_argument("--strategies", default="full,lora,adapters,frozen")
-    p.add_argument("--ablations", default=None, help="comma list; default: the preset's")
+    p.add_argument(
+        "--ablations",
+        default=None,
+        help="comma list of BERT full-row ablations, or STRATEGY:ABLATION for another strategy's "
+        "row (frozen:flax_dropout); default: the preset's",
+    )
+    p.add_argument(
+        "--save_hlo",
+        default="",
+        help="comma list of ARCH_STRATEGY (bert_full,t5_full): those default jaxft rows write "
+        "their optimized HLO into --out as hlo_ARCH_STRATEGY.txt.gz (for hlo_bytes.py)",
+    )
     p.add_argument(
         "--hf_strategies", default=None, help="BERT strategies with an HF row (default: all)"
     )
@@ -571,7 +605,14 @@ def main(argv=None) -> dict:
         return result
 
     jaxft_rows = [r for r in rows if r.framework == "jaxft"]
-    run_rows(jaxft_rows, args, jaxft_row, jaxft_deadline, on_row=lambda _: save(False))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    save_hlo = set(args.save_hlo.split(","))
+
+    def runner(row, *rest):
+        keep = row.variant == "default" and f"{row.arch}_{row.strategy}" in save_hlo
+        return jaxft_row(row, *rest, hlo_dir=args.out if keep else "")
+
+    run_rows(jaxft_rows, args, runner, jaxft_deadline, on_row=lambda _: save(False))
     result = save(True)
     print()
     print(report.markdown(result, ABLATIONS))

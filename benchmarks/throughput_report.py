@@ -45,13 +45,14 @@ def ratios(rows: list, ablations) -> list[dict]:
             ("jaxft", "bert", "full", "default"),
             1.3 if s == "lora" else None,
         )
-    for a in ablations:
-        add(
-            f"bert full default / {a} (jaxft)",
-            ("jaxft", "bert", "full", "default"),
-            ("jaxft", "bert", "full", a),
-            None,
-        )
+    for s in ("full", "lora", "adapters", "frozen"):
+        for a in ablations:
+            add(
+                f"bert {s} default / {a} (jaxft)",
+                ("jaxft", "bert", s, "default"),
+                ("jaxft", "bert", s, a),
+                None,
+            )
     if ("jaxft", "bert", "full", "attn_fused") in ok:
         add(
             "bert full attn_fused / attn_explicit (jaxft)",

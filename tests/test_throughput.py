@@ -65,7 +65,7 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
         PYTHON=sys.executable,
         PARITY_SELECT="test_backbone_matches_hf and not roberta",
         THROUGHPUT_ARGS="--only bert --strategies full,lora --hf_strategies full,lora "
-        "--ablations autodiff_ops,autotune0",
+        "--ablations flax_dropout,lora:flax_dropout,autotune0",
         PROFILE="1",
     )
     done = subprocess.run(
@@ -85,7 +85,8 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
         ("hf", "full", "eager"),
         ("jaxft", "lora", "default"),
         ("hf", "lora", "eager"),
-        ("jaxft", "full", "autodiff_ops"),
+        ("jaxft", "full", "flax_dropout"),
+        ("jaxft", "lora", "flax_dropout"),
         ("jaxft", "full", "autotune0"),
     }
     assert set(rows) == expected
@@ -93,6 +94,9 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
     ratios = {q["ratio"] for q in result["ratios"]}
     assert "bert full: jaxft / HF eager" in ratios
     assert "bert lora / bert full (jaxft)" in ratios
+    assert "bert lora default / flax_dropout (jaxft)" in ratios
+    saved = hlo_bytes.main([str(tmp_path / "hlo_bert_full.txt.gz")])
+    assert saved["memory_bound_bytes"] > 0
     assert (tmp_path / "throughput.md").read_text().startswith("# Train-step throughput")
     profile = json.loads((tmp_path / "profile" / "profile_bert_full_default.json").read_text())
     assert profile["total_us"] > 0 and profile["ops"]
