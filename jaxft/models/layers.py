@@ -80,32 +80,37 @@ def _position_counters(shape) -> jax.Array:
     )
 
 
-def _threefry_keep(key, threshold: int, shape) -> jax.Array:
-    """bool [shape] from 16-bit values, four from each threefry2x32 hash of a position counter.
+def _word_pairs(key, words) -> tuple[jax.Array, jax.Array]:
+    """Two uint32 [words] arrays of random bits: with a threefry key, the two outputs of one
+    threefry2x32 hash of each position's counter; with another key (rbg), `jax.random.bits`.
 
-    `jax.random.bits` hashes once per element: on 2 CPU cores drawing BERT's dropout masks that
-    way took a fifth of a MiniLM train step. The hashed words pass an optimization barrier so
-    XLA computes each hash once and keeps the words, instead of fusing the hash into every
-    consumer (four elements read each word; the backward pass reads the mask again)."""
-    words = shape[:-1] + (-(-shape[-1] // 4),)
-    k1, k2 = jax.random.key_data(key)
-    counters = _position_counters(words)
-    w1, w2 = threefry2x32_p.bind(k1, k2, jnp.zeros_like(counters), counters)
-    w1, w2 = jax.lax.optimization_barrier((w1, w2))
-    lanes = [w1 & 0xFFFF, w1 >> 16, w2 & 0xFFFF, w2 >> 16]
-    keep = jnp.stack([lane >= jnp.uint32(threshold) for lane in lanes], axis=-1)
-    return keep.reshape(shape[:-1] + (4 * words[-1],))[..., : shape[-1]]
+    `jax.random.bits` with a threefry key hashes once per element and keeps 32 of the 64 bits:
+    on 2 CPU cores, dropout masks drawn that way took a fifth of a MiniLM train step. The words
+    pass an optimization barrier so XLA computes each hash once and keeps the words, instead of
+    fusing the hash into every consumer (four elements read each word, and the backward pass
+    reads the mask again)."""
+    if jax.random.key_impl(key) == "threefry2x32":
+        k1, k2 = jax.random.key_data(key)
+        counters = _position_counters(words)
+        w1, w2 = threefry2x32_p.bind(k1, k2, jnp.zeros_like(counters), counters)
+    else:
+        w1, w2 = jax.random.bits(key, (2,) + words, jnp.uint32)
+    return jax.lax.optimization_barrier((w1, w2))
 
 
 def keep_mask(key: jax.Array, rate: float, shape: tuple) -> jax.Array:
     """bool [shape], each element True with probability 1 - rate (rate rounded to a multiple of
-    2^-16), independently, from a threefry key (typed or raw uint32[2]) or an rbg key."""
+    2^-16), independently, from a threefry key (typed or raw uint32[2]) or an rbg key. Each
+    element is decided by 16 random bits, four elements by each pair of 32-bit words."""
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.wrap_key_data(key)  # a raw uint32[2] key is a threefry key
-    threshold = _drop_threshold(rate)
-    if jax.random.key_impl(key) == "threefry2x32":
-        return _threefry_keep(key, threshold, tuple(shape))
-    return jax.random.bits(key, shape, jnp.uint16) >= jnp.uint16(threshold)
+    shape = tuple(shape)
+    words = shape[:-1] + (-(-shape[-1] // 4),)
+    w1, w2 = _word_pairs(key, words)
+    threshold = jnp.uint32(_drop_threshold(rate))
+    lanes = [w1 & 0xFFFF, w1 >> 16, w2 & 0xFFFF, w2 >> 16]
+    keep = jnp.stack([lane >= threshold for lane in lanes], axis=-1)
+    return keep.reshape(shape[:-1] + (4 * words[-1],))[..., : shape[-1]]
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
