@@ -57,6 +57,34 @@ def test_peak_flops_by_device_name():
     assert mfu.peak_flops("x86_64 CPU (2 cores)", "float32", 1.5) == 1.5e12
 
 
+def test_gpu_check_plans_the_target_rows_first_and_lora_where_its_ablations_say():
+    args = throughput.parse(
+        [
+            "--strategies",
+            "full,frozen",
+            "--hf_strategies",
+            "full,frozen",
+            "--ablations",
+            "flax_dropout,frozen:flax_dropout,lora:default,scan,autotune0",
+        ]
+    )
+    order = [(r.framework, r.arch, r.strategy, r.variant) for r in throughput.plan(args)]
+    jaxft = [row[1:] for row in order if row[0] == "jaxft"]
+    assert jaxft == [
+        ("bert", "full", "default"),
+        ("bert", "frozen", "default"),
+        ("t5", "full", "default"),
+        ("bert", "full", "flax_dropout"),
+        ("bert", "frozen", "flax_dropout"),
+        ("bert", "lora", "default"),
+        ("bert", "full", "scan"),
+        ("bert", "full", "autotune0"),
+    ]
+    assert ("hf", "t5", "full", "eager") in order and ("hf", "bert", "full", "compile") in order
+    with pytest.raises(SystemExit, match="unknown ablation"):
+        throughput.plan(throughput.parse(["--ablations", "frozen:fast"]))
+
+
 @needs_torch
 def test_gpu_check_runs_on_the_cpu(tmp_path):
     env = dict(
@@ -64,8 +92,8 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
         OUT=str(tmp_path),
         PYTHON=sys.executable,
         PARITY_SELECT="test_backbone_matches_hf and not roberta",
-        THROUGHPUT_ARGS="--only bert --strategies full,lora --hf_strategies full,lora "
-        "--ablations flax_dropout,lora:flax_dropout,autotune0",
+        THROUGHPUT_ARGS="--only bert --hf_strategies full,lora "
+        "--ablations flax_dropout,lora:default,lora:flax_dropout,autotune0",
         PROFILE="1",
     )
     done = subprocess.run(
@@ -83,8 +111,8 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
     expected = {
         ("jaxft", "full", "default"),
         ("hf", "full", "eager"),
+        ("jaxft", "frozen", "default"),
         ("jaxft", "lora", "default"),
-        ("hf", "lora", "eager"),
         ("jaxft", "full", "flax_dropout"),
         ("jaxft", "lora", "flax_dropout"),
         ("jaxft", "full", "autotune0"),
