@@ -62,3 +62,9 @@ def test_rates_zero_and_one_and_deterministic_mode():
     np.testing.assert_array_equal(module.apply({}, x, deterministic=True), x)
     dropped = module.apply({}, x, deterministic=False, rngs={"dropout": key})
     assert set(np.unique(np.asarray(dropped) / np.maximum(np.asarray(x), 1))) <= {0.0, 2.0}
+
+
+def test_without_jaxs_exported_threefry_hash_masks_come_from_random_bits(monkeypatch):
+    monkeypatch.setattr(layers, "threefry2x32_p", None)
+    keep = np.asarray(layers.keep_mask(jax.random.key(5), RATE, (64, 4096)))
+    assert _sigmas(keep.mean(), 1 - RATE, keep.size) < 5

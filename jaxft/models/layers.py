@@ -7,7 +7,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.random import threefry2x32_p
 
 Dtype = jnp.dtype | type
 
@@ -59,6 +58,11 @@ def activation(name: str) -> Callable:
     return ACTIVATIONS[name]
 
 
+try:  # the threefry hash itself, for dropout's words; jax.random.bits where it is not exported
+    from jax.extend.random import threefry2x32_p
+except ImportError:  # pragma: no cover
+    threefry2x32_p = None
+
 # Dropout decides each element with 16 random bits: a drop rate is rounded to a multiple of 2^-16.
 _DROP_LEVELS = 1 << 16
 
@@ -89,7 +93,7 @@ def _word_pairs(key, words) -> tuple[jax.Array, jax.Array]:
     pass an optimization barrier so XLA computes each hash once and keeps the words, instead of
     fusing the hash into every consumer (four elements read each word, and the backward pass
     reads the mask again)."""
-    if jax.random.key_impl(key) == "threefry2x32":
+    if threefry2x32_p is not None and jax.random.key_impl(key) == "threefry2x32":
         k1, k2 = jax.random.key_data(key)
         counters = _position_counters(words)
         w1, w2 = threefry2x32_p.bind(k1, k2, jnp.zeros_like(counters), counters)
