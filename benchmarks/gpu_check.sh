@@ -58,8 +58,10 @@ jax.devices(), '| flax', flax.__version__, '| torch', torch.__version__, \
 # 1. Parity with HF PyTorch (float32, max abs diff <= 1e-4), JAX on this device. The real MiniLM
 #    test needs its asset package, which is not on the GPU machine (90 MB, over what travels).
 echo "== parity tests"
-# The cuDNN attention test first: it is the one only a GPU can run.
+# The cuDNN attention test first: it is the one only a GPU can run. Then dropout masks as the GPU
+# compiles them (rate and independence of neighbours).
 parity_tests=(tests/test_attention_kernels.py::test_cudnn_attention_matches_explicit_in_bf16
+  "tests/test_dropout.py::test_each_element_is_kept_at_the_rate_and_independently_of_its_neighbours"
   tests/test_fused_ops.py tests/test_attention_kernels.py tests/test_bert_parity.py
   tests/test_t5_parity.py)
 # SIGINT at the timeout: pytest then still prints the failures it has seen.
