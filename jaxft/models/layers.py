@@ -1,4 +1,5 @@
-"""Building blocks shared by the model families: the dense layer, activations, attention."""
+"""Building blocks shared by the model families: the dense layer, activations, dropout, norms,
+attention."""
 
 import functools
 from collections.abc import Callable
