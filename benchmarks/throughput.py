@@ -11,6 +11,11 @@ share the card, and is timed the same way with `torch.cuda.synchronize()`.
     python benchmarks/throughput.py --preset cpu             # MiniLM shape on the CPU, fp32
     python benchmarks/throughput.py --preset tiny --steps 2  # seconds: what the tests run
     python benchmarks/throughput.py --only bert --strategies full,lora --ablations ""
+    python benchmarks/throughput.py --preset cpu --ablations flax_dropout,frozen:flax_dropout
+
+Ablation rows change one library default (ABLATIONS below) for the BERT full step, or for
+another strategy's step when prefixed (frozen:flax_dropout); they run after the headline rows,
+in the order given, so a run cut short by --budget_s keeps what matters most.
 
 Columns: samples/s, tokens/s, ms/step, compile s (jaxft: lower + compile; torch.compile: its
 first steps minus a steady step), memory (jaxft: XLA's buffer plan for the step, arguments +
@@ -22,7 +27,8 @@ formula: a full step is 3x the forward matmul and attention FLOPs, LoRA and adap
 XLA's own cost-analysis count of each compiled step is reported beside it.
 
 Writes `throughput.json` and `throughput.md` into --out (default benchmarks/results), tagged
-with the device. Ratios: jaxft / HF for the same shape and strategy, and jaxft LoRA / jaxft full.
+with the device, and with --save_hlo the compiled steps' HLO for `hlo_bytes.py`. Ratios: jaxft /
+HF for the same shape and strategy, jaxft LoRA / jaxft full, and each row / its ablations.
 """
 
 import argparse
