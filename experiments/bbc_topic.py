@@ -1,14 +1,16 @@
 """Topic of BBC News 2004-05 articles (5 classes) with all-MiniLM-L6-v2.
 
-Run (CPU, about 25 minutes on 2 cores):
+Run (CPU, about 12 minutes on 2 cores):
 
     jaxft train experiments/bbc_topic.py --workdir runs/bbc_topic
     jaxft train experiments/bbc_topic.py:lora --workdir runs/bbc_topic-lora
 
-Result (2026-11-26, 2-core CPU, seed 0, full fine-tuning, 336 steps):
+Result (2026-11-27, 2-core CPU, seed 0, full fine-tuning, 336 steps, 11 min 30 s):
 
-    validation accuracy 0.9716 / 0.9858 / 0.9905 after epochs 1 / 2 / 3 (best: epoch 3)
-    test       accuracy 0.9644   macro-F1 0.9647   MCC 0.9552
+    validation accuracy 0.9810 / 0.9763 / 0.9810 after epochs 1 / 2 / 3 (kept: epoch 3)
+    test       accuracy 0.9689   macro-F1 0.9691   MCC 0.9609
+
+(With flax's dropout masks, 2026-11-26: test accuracy 0.9644, macro-F1 0.9647, about 25 minutes.)
 
 The data is the built-in BBC News corpus (ASSETS.md): headline and body of 1,789 train / 211
 validation / 225 test articles, split by sha1 of "<label>/<file name>"; labels business,
