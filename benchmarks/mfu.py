@@ -3,8 +3,11 @@
 Forward M = 2 x tokens x weight-matmul params (BERT encoder layers; T5 encoder, decoder with its
 cross-attention projections over the source, and the LM head) plus attention A = 4 x tokens x
 keys x inner width per layer. A full step is 3(M + A); LoRA and adapters 2M + 3A + 3x their
-branches (no weight gradients for frozen matmuls, but gradients still flow through them);
-frozen M + A (forward only). Embedding lookups, norms and the tiny heads are not counted.
+branches (no weight gradients for frozen matmuls, but gradients still flow through them),
+less what no gradient needs below the lowest trainable leaf (BERT's first layer: with LoRA on
+query and value, the input gradients of its Q/K/V projections and its key gradient; with
+adapters, its whole attention block's backward); frozen M + A (forward only). Embedding
+lookups, norms and the tiny heads are not counted.
 """
 
 # Dense peak FLOP/s per device kind (vendor datasheets, no sparsity), by compute dtype.
@@ -33,11 +36,13 @@ def model_flops(
         tokens = batch * seq
         matmul = 2 * tokens * layers * (4 * d * d + 2 * d * f)
         attention = 4 * tokens * seq * d * layers
-        branch = 0.0
+        branch = unneeded = 0.0
         if strategy == "lora":  # two targeted [d, d] projections per layer, rank r
             branch = 2 * tokens * layers * lora_targets * lora_rank * 2 * d
+            unneeded = 3 * 2 * tokens * d * d + 2 * tokens * seq * d
         if strategy == "adapters":  # Houlsby: two d -> size -> d bottlenecks per layer
             branch = 2 * tokens * layers * 2 * (2 * d * adapter_size)
+            unneeded = 4 * 2 * tokens * d * d + 2 * 4 * tokens * seq * d
     else:
         batch, source, target = dims
         d, f, inner = shape["d_model"], shape["d_ff"], shape["num_heads"] * shape["d_kv"]
@@ -48,12 +53,12 @@ def model_flops(
         matmul += 2 * dec_layers * (tgt * (6 * d * inner + 2 * d * f) + src * 2 * d * inner)
         matmul += 2 * tgt * d * shape["vocab_size"]  # LM head
         attention = 4 * inner * (enc_layers * src * source + dec_layers * tgt * (target + source))
-        branch = 0.0
+        branch = unneeded = 0.0
     if strategy == "full":
         return 3 * (matmul + attention)
     if strategy == "frozen":
         return matmul + attention
-    return 2 * matmul + 3 * attention + 3 * branch
+    return 2 * matmul + 3 * attention + 3 * branch - unneeded
 
 
 def peak_flops(device_kind: str, dtype: str, override_tflops: float) -> float | None:

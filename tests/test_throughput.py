@@ -39,7 +39,7 @@ def xla_step_flops(arch, shape, dims, strategy):
 
 @pytest.mark.parametrize(
     "arch,strategy",
-    [("bert", "full"), ("bert", "lora"), ("bert", "frozen"), ("t5", "full")],
+    [("bert", "full"), ("bert", "lora"), ("bert", "adapters"), ("bert", "frozen"), ("t5", "full")],
 )
 def test_model_flops_agree_with_xla(arch, strategy):
     """XLA also counts norms, softmax, GELU and AdamW, so it lands a little above the matmul
