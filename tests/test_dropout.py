@@ -65,6 +65,9 @@ def test_rates_zero_and_one_and_deterministic_mode():
 
 
 def test_without_jaxs_exported_threefry_hash_masks_come_from_random_bits(monkeypatch):
+    hashed = np.asarray(layers.keep_mask(jax.random.key(5), RATE, (64, 4096)))
     monkeypatch.setattr(layers, "threefry2x32_p", None)
     keep = np.asarray(layers.keep_mask(jax.random.key(5), RATE, (64, 4096)))
     assert _sigmas(keep.mean(), 1 - RATE, keep.size) < 5
+    # and with it, threefry keys do take the hash path: the masks are not the fallback's
+    assert not np.array_equal(hashed, keep)

@@ -94,7 +94,7 @@ def _word_pairs(key, words) -> tuple[jax.Array, jax.Array]:
     pass an optimization barrier so XLA computes each hash once and keeps the words, instead of
     fusing the hash into every consumer (four elements read each word, and the backward pass
     reads the mask again)."""
-    if threefry2x32_p is not None and jax.random.key_impl(key) == "threefry2x32":
+    if threefry2x32_p is not None and str(jax.random.key_impl(key)) == "threefry2x32":
         k1, k2 = jax.random.key_data(key)
         counters = _position_counters(words)
         w1, w2 = threefry2x32_p.bind(k1, k2, jnp.zeros_like(counters), counters)
