@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import ablations  # noqa: E402
 import throughput  # noqa: E402
 
 # Kernel kinds, by name: the first pattern that matches (case-insensitive) wins.
@@ -115,14 +116,14 @@ def profile(args) -> dict:
     shape = throughput.SHAPES[preset["shape"]][0 if arch == "bert" else 1]
     dims = preset["bert"] if arch == "bert" else preset["t5"]
     dtype = args.dtype or preset["dtype"]
-    settings = throughput.jaxft_settings(args.variant, dtype)
+    settings = ablations.jaxft_settings(args.variant, dtype)
     model, state, tx = throughput.build_jaxft(arch, shape, args.strategy, settings)
     batch = {
         k: jax.numpy.asarray(v)
         for k, v in throughput.numpy_batch(arch, dims, shape["vocab_size"]).items()
     }
     train_step = step_lib.make_train_step(model, tx, dropout_rng=settings["dropout_rng"])
-    compiled = jax.jit(train_step, donate_argnums=0).lower(state, batch).compile()
+    compiled = ablations.compile_step(train_step, state, batch, args.variant)
     for _ in range(args.warmup):
         state, metrics = compiled(state, batch)
     jax.block_until_ready((state, metrics))
@@ -163,7 +164,7 @@ def parse(argv=None):
     p.add_argument("--preset", default="gpu", choices=sorted(throughput.PRESETS))
     p.add_argument("--arch", default="bert", choices=("bert", "t5"))
     p.add_argument("--strategy", default="full", help="full | lora | adapters | frozen")
-    p.add_argument("--variant", default="default", help="a throughput.py ablation, or default")
+    p.add_argument("--variant", default="default", help="an ablations.py variant, or default")
     p.add_argument("--dtype", default="", help="bfloat16 | float32 (default: the preset's)")
     p.add_argument("--steps", type=int, default=5, help="traced steps")
     p.add_argument("--warmup", type=int, default=3)

@@ -13,7 +13,7 @@ share the card, and is timed the same way with `torch.cuda.synchronize()`.
     python benchmarks/throughput.py --only bert --strategies full,lora --ablations ""
     python benchmarks/throughput.py --preset cpu --ablations flax_dropout,frozen:flax_dropout
 
-Ablation rows change one library default (ABLATIONS below) for the BERT full step, or for
+Ablation rows change one library default (`ablations.py`) for the BERT full step, or for
 another strategy's step when prefixed (frozen:flax_dropout); they run after the headline rows,
 in the order given, so a run cut short by --budget_s keeps what matters most.
 
@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import ablations  # noqa: E402
 import mfu  # noqa: E402
 import throughput_report as report  # noqa: E402
 
@@ -121,77 +122,6 @@ def strategy_config(strategy: str):
     return cfg
 
 
-# Ablations of the default jaxft configuration: name -> (what changes, setting overrides).
-ABLATIONS = {
-    "rbg": "train.dropout_rng='rbg': dropout bits from XLA's RngBitGenerator, not threefry",
-    "float32": "float32 compute instead of bf16",
-    "scan": "layers under lax.scan (scan_layers=True)",
-    "remat": "remat='dots' (matmul outputs kept, the rest recomputed)",
-    "attn_explicit": "attention dropout 0, einsum-softmax attention",
-    "attn_fused": "attention dropout 0, fused attention (cuDNN flash on GPU)",
-    "autodiff_ops": "GELU and the norms differentiated by JAX, not by their own backward",
-    "flax_dropout": "dropout masks by jax.random.bernoulli (one threefry hash per element)",
-    "autotune0": "compiled with xla_gpu_autotune_level=0 (library GEMM heuristics, no autotuning)",
-}
-
-
-@contextlib.contextmanager
-def flax_dropout(on: bool):
-    """While tracing, dropout masks drawn as flax's nn.Dropout draws them: the library before
-    its masks took 16 bits per element, four elements per threefry hash."""
-    import jax
-
-    from jaxft.models import layers
-
-    saved = layers.keep_mask
-    if on:
-        layers.keep_mask = lambda key, rate, shape: jax.random.bernoulli(key, 1.0 - rate, shape)
-    try:
-        yield
-    finally:
-        layers.keep_mask = saved
-
-
-@contextlib.contextmanager
-def autodiff_ops(on: bool):
-    """While tracing, the exact GELU, LayerNorm and T5's RMS norm as plain jnp differentiated by
-    JAX: the library before their hand-written backward passes."""
-    from jaxft.models import layers
-
-    saved = layers.ACTIVATIONS["gelu"], layers.layer_norm, layers.rms_norm
-    if on:
-        layers.ACTIVATIONS["gelu"] = jax_gelu
-        layers.layer_norm = layers.layer_norm_autodiff
-        layers.rms_norm = layers.rms_norm_autodiff
-    try:
-        yield
-    finally:
-        layers.ACTIVATIONS["gelu"], layers.layer_norm, layers.rms_norm = saved
-
-
-def jax_gelu(x):
-    import jax
-
-    return jax.nn.gelu(x, approximate=False)
-
-
-def jaxft_settings(variant: str, dtype: str) -> dict:
-    """Model and step settings of a row: the library's defaults, one changed per ablation (the
-    float32 ablation is its row's dtype)."""
-    s = dict(dtype=dtype, dropout_rng="threefry", attention="auto", scan_layers=False, remat="none")
-    s["attention_dropout"] = None  # None = the model config's (0.1)
-    if variant == "rbg":
-        s["dropout_rng"] = "rbg"
-    elif variant == "scan":
-        s["scan_layers"] = True
-    elif variant == "remat":
-        s["remat"] = "dots"
-    elif variant in ("attn_explicit", "attn_fused"):
-        s["attention_dropout"] = 0.0
-        s["attention"] = "explicit" if variant == "attn_explicit" else "fused"
-    return s
-
-
 def build_jaxft(arch: str, shape: dict, strategy: str, settings: dict):
     """(model, train state, optimizer) for a random-init model with the strategy applied."""
     import jax
@@ -263,7 +193,7 @@ def jaxft_row(row: Row, shape: dict, steps: int, warmup: int, peak, hlo_dir: str
 
     from jaxft.train import step as step_lib
 
-    settings = jaxft_settings(row.variant, row.dtype)
+    settings = ablations.jaxft_settings(row.variant, row.dtype)
     model, state, tx = build_jaxft(row.arch, shape, row.strategy, settings)
     batch = {
         k: jax.numpy.asarray(v)
@@ -271,10 +201,7 @@ def jaxft_row(row: Row, shape: dict, steps: int, warmup: int, peak, hlo_dir: str
     }
     train_step = step_lib.make_train_step(model, tx, dropout_rng=settings["dropout_rng"])
     start = time.perf_counter()
-    options = {"xla_gpu_autotune_level": 0} if row.variant == "autotune0" else None
-    with autodiff_ops(row.variant == "autodiff_ops"), flax_dropout(row.variant == "flax_dropout"):
-        lowered = jax.jit(train_step, donate_argnums=0).lower(state, batch)
-        compiled = lowered.compile(compiler_options=options)
+    compiled = ablations.compile_step(train_step, state, batch, row.variant)
     row.compile_s = time.perf_counter() - start
     if hlo_dir:
         name = f"hlo_{row.arch}_{row.strategy}.txt.gz"
@@ -409,7 +336,7 @@ def plan(args) -> list[Row]:
     bert_dims = (args.batch or preset["bert"][0], args.seq or preset["bert"][1])
     t5_dims = preset["t5"] if not args.t5_batch else (args.t5_batch,) + preset["t5"][1:]
     strategies = [s for s in args.strategies.split(",") if s]
-    ablations = preset["ablations"] if args.ablations is None else args.ablations
+    variants = preset["ablations"] if args.ablations is None else args.ablations
     rows = []
 
     hf_strategies = strategies if args.hf_strategies is None else args.hf_strategies.split(",")
@@ -431,11 +358,12 @@ def plan(args) -> list[Row]:
     if "bert" in args.only and "full" in strategies and args.torch_compile:
         rows.append(Row("hf", "bert", "full", "compile", shape, bert_dims, dtype))
     if "bert" in args.only:
-        for item in (a for a in ablations.split(",") if a):
+        for item in (a for a in variants.split(",") if a):
             # "frozen:scan": the frozen row, scanned; "lora:default": the LoRA row, placed here
             strategy, _, a = item.rpartition(":")
-            if a not in ABLATIONS and a != "default":
-                raise SystemExit(f"unknown ablation {a!r}; choose from {sorted(ABLATIONS)}")
+            if a not in ablations.ABLATIONS and a != "default":
+                choices = sorted(ablations.ABLATIONS)
+                raise SystemExit(f"unknown ablation {a!r}; choose from {choices}")
             row_dtype = "float32" if a == "float32" else dtype
             rows.append(Row("jaxft", "bert", strategy or "full", a, shape, bert_dims, row_dtype))
     if "t5" in args.only and args.t5_last:  # last: its compile time is the least known
@@ -604,12 +532,12 @@ def main(argv=None) -> dict:
         done = [r for r in rows if r.framework == "hf" or r.samples_s or r.error]
         result = dict(meta, device=device_name("jaxft"), complete=final)
         result["rows"] = [dataclasses.asdict(r) for r in done]
-        result["ratios"] = report.ratios(done, ABLATIONS)
+        result["ratios"] = report.ratios(done, ablations.ABLATIONS)
         result["wall_s"] = time.monotonic() - start
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "throughput.json").write_text(json.dumps(result, indent=2))
-        (out / "throughput.md").write_text(report.markdown(result, ABLATIONS))
+        (out / "throughput.md").write_text(report.markdown(result, ablations.ABLATIONS))
         return result
 
     jaxft_rows = [r for r in rows if r.framework == "jaxft"]
@@ -623,7 +551,7 @@ def main(argv=None) -> dict:
     run_rows(jaxft_rows, args, runner, jaxft_deadline, on_row=lambda _: save(False))
     result = save(True)
     print()
-    print(report.markdown(result, ABLATIONS))
+    print(report.markdown(result, ablations.ABLATIONS))
     return result
 
 

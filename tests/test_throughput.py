@@ -15,6 +15,7 @@ from tests.conftest import needs_torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import ablations  # noqa: E402
 import hlo_bytes  # noqa: E402
 import mfu  # noqa: E402
 import throughput  # noqa: E402
@@ -28,7 +29,7 @@ T5 = dict(vocab_size=1000, d_model=256, d_kv=64, d_ff=1024, num_layers=2, num_de
 def xla_step_flops(arch, shape, dims, strategy):
     from jaxft.train import step
 
-    settings = throughput.jaxft_settings("default", "float32")
+    settings = ablations.jaxft_settings("default", "float32")
     model, state, tx = throughput.build_jaxft(arch, shape, strategy, settings)
     batch = throughput.numpy_batch(arch, dims, shape["vocab_size"])
     batch = {k: jnp.asarray(v) for k, v in batch.items()}

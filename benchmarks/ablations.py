@@ -1,0 +1,90 @@
+"""Ablations of jaxft's defaults for the throughput and profile benchmarks: what each one
+changes, the settings a row builds its model and step with, and the compile that applies the
+rest (library functions swapped while tracing, XLA options).
+
+A variant is "default" or a key of ABLATIONS; `jaxft_settings` gives the model and step settings,
+`compile_step` lowers and compiles the step with whatever the variant changes beyond them.
+"""
+
+import contextlib
+
+# name -> what it changes against the library default
+ABLATIONS = {
+    "rbg": "train.dropout_rng='rbg': dropout bits from XLA's RngBitGenerator, not threefry",
+    "float32": "float32 compute instead of bf16",
+    "scan": "layers under lax.scan (scan_layers=True)",
+    "remat": "remat='dots' (matmul outputs kept, the rest recomputed)",
+    "attn_explicit": "attention dropout 0, einsum-softmax attention",
+    "attn_fused": "attention dropout 0, fused attention (cuDNN flash on GPU)",
+    "autodiff_ops": "GELU and the norms differentiated by JAX, not by their own backward",
+    "flax_dropout": "dropout masks by jax.random.bernoulli (one threefry hash per element)",
+    "autotune0": "compiled with xla_gpu_autotune_level=0 (library GEMM heuristics, no autotuning)",
+}
+
+
+@contextlib.contextmanager
+def flax_dropout(on: bool):
+    """While tracing, dropout masks drawn as flax's nn.Dropout draws them: the library before
+    its masks took 16 bits per element, four elements per threefry hash."""
+    import jax
+
+    from jaxft.models import layers
+
+    saved = layers.keep_mask
+    if on:
+        layers.keep_mask = lambda key, rate, shape: jax.random.bernoulli(key, 1.0 - rate, shape)
+    try:
+        yield
+    finally:
+        layers.keep_mask = saved
+
+
+@contextlib.contextmanager
+def autodiff_ops(on: bool):
+    """While tracing, the exact GELU, LayerNorm and T5's RMS norm as plain jnp differentiated by
+    JAX: the library before their hand-written backward passes."""
+    from jaxft.models import layers
+
+    saved = layers.ACTIVATIONS["gelu"], layers.layer_norm, layers.rms_norm
+    if on:
+        layers.ACTIVATIONS["gelu"] = jax_gelu
+        layers.layer_norm = layers.layer_norm_autodiff
+        layers.rms_norm = layers.rms_norm_autodiff
+    try:
+        yield
+    finally:
+        layers.ACTIVATIONS["gelu"], layers.layer_norm, layers.rms_norm = saved
+
+
+def jax_gelu(x):
+    import jax
+
+    return jax.nn.gelu(x, approximate=False)
+
+
+def jaxft_settings(variant: str, dtype: str) -> dict:
+    """Model and step settings of a row: the library's defaults, one changed per ablation (the
+    float32 ablation is its row's dtype)."""
+    s = dict(dtype=dtype, dropout_rng="threefry", attention="auto", scan_layers=False, remat="none")
+    s["attention_dropout"] = None  # None = the model config's (0.1)
+    if variant == "rbg":
+        s["dropout_rng"] = "rbg"
+    elif variant == "scan":
+        s["scan_layers"] = True
+    elif variant == "remat":
+        s["remat"] = "dots"
+    elif variant in ("attn_explicit", "attn_fused"):
+        s["attention_dropout"] = 0.0
+        s["attention"] = "explicit" if variant == "attn_explicit" else "fused"
+    return s
+
+
+def compile_step(train_step, state, batch, variant: str):
+    """`train_step` jitted (state donated), lowered and compiled for `variant`: the library
+    functions it swaps are swapped while tracing, its XLA options passed to the compiler."""
+    import jax
+
+    options = {"xla_gpu_autotune_level": 0} if variant == "autotune0" else None
+    with autodiff_ops(variant == "autodiff_ops"), flax_dropout(variant == "flax_dropout"):
+        lowered = jax.jit(train_step, donate_argnums=0).lower(state, batch)
+        return lowered.compile(compiler_options=options)
