@@ -45,7 +45,7 @@ export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 
 if [[ $mode == gpu ]]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-  export JAX_PLATFORMS=cuda
+  export JAX_PLATFORMS=cuda,cpu  # the CPU builds each row's random init (throughput.py)
   preset=gpu
 else
   export JAX_PLATFORMS=cpu

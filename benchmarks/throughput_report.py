@@ -9,7 +9,7 @@ def format_row(r) -> str:
     return (
         f"{r.framework:5} {r.arch:4} {r.strategy:8} {r.variant:13} {r.samples_s:9.1f} samples/s "
         f"{r.step_ms:8.2f} ms  compile {r.compile_s:5.1f} s  mem {r.memory_gb:5.2f} GB  MFU {mfu}"
-        f"  row {r.wall_s:5.1f} s"
+        f"  build {r.build_s:5.1f} s  row {r.wall_s:5.1f} s"
     )
 
 

@@ -51,6 +51,20 @@ def test_model_flops_agree_with_xla(arch, strategy):
     assert 0.97 <= xla / ours <= 1.15, (xla, ours, xla / ours)
 
 
+def test_rows_build_on_the_host_cpu_beside_an_accelerator(monkeypatch):
+    """With an accelerator as default device, the state is built by CPU programs and then put on
+    that device (here the CPU stands in for it: the default backend is patched)."""
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert throughput.host_device() == jax.devices("cpu")[0]
+    placed = []
+    real_put = jax.device_put
+    monkeypatch.setattr(jax, "device_put", lambda x, d: placed.append(d) or real_put(x, d))
+    settings = ablations.jaxft_settings("default", "float32")
+    _, state, _ = throughput.build_jaxft("bert", BERT, "lora", settings)
+    assert placed == [jax.devices()[0]]
+    assert state.step == 0 and jax.tree.leaves(state.params)
+
+
 def test_peak_flops_by_device_name():
     assert mfu.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16", 0) == 989e12
     assert mfu.peak_flops("NVIDIA H200", "float32", 0) == 494e12
