@@ -1,5 +1,6 @@
-"""The GELU, LayerNorm and T5 RMS norm with hand-written backward passes compute the same values
-and gradients as their plain-jnp versions differentiated by JAX, in float32 and bf16 compute."""
+"""The GELU, LayerNorm, T5 RMS norm and attention softmax (`attention_probs_vjp`, a benchmark
+candidate) with hand-written backward passes compute the same values and gradients as their
+plain-jnp versions differentiated by JAX, in float32 and bf16 compute."""
 
 import jax
 import jax.numpy as jnp
@@ -96,3 +97,54 @@ def test_custom_backward_composes_with_remat_and_scan():
     plain = jax.grad(lambda x: loss(body, x))(x)
     remat = jax.grad(lambda x: loss(jax.checkpoint(body), x))(x)
     np.testing.assert_allclose(np.asarray(remat), np.asarray(plain), rtol=1e-6, atol=1e-6)
+
+
+def _attention_case(dtype, seed=0):
+    """Scores [2, 3, 5, 16], a padding bias (row 1 keeps 9 keys) and a learned position bias."""
+    rng = np.random.default_rng(seed)
+    scores = jnp.asarray(rng.normal(0, 4, (2, 3, 5, 16)), dtype)
+    keep = np.ones((2, 1, 1, 16), bool)
+    keep[1, ..., 9:] = False
+    padding = jnp.where(jnp.asarray(keep), 0.0, jnp.finfo(jnp.float32).min)
+    position = jnp.asarray(rng.normal(0, 1, (1, 3, 5, 16)), jnp.float32)
+    cot = jnp.asarray(rng.normal(size=scores.shape), dtype)
+    return scores, (position, padding), cot
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+def test_attention_probs_vjp_matches_softmax_and_dropout_by_autodiff(dtype, rate):
+    scores, biases, cot = _attention_case(dtype)
+    key = jax.random.key(7) if rate else None
+
+    def run(fn):
+        out, vjp = jax.vjp(lambda s, b: fn(s, b, 0.125, rate, key, dtype), scores, biases)
+        return out, vjp(cot)
+
+    out, (d_scores, d_biases) = run(jax.jit(layers.attention_probs_vjp, static_argnums=(2, 3, 5)))
+    ref, (d_scores_ref, d_biases_ref) = run(layers.attention_probs)
+    assert out.dtype == dtype and d_scores.dtype == dtype
+    assert [b.shape for b in d_biases] == [(1, 3, 5, 16), (2, 1, 1, 16)]
+    tol = 2e-6 if dtype == jnp.float32 else 1e-2
+    assert _rel(out, ref) < tol
+    assert _rel(d_scores, d_scores_ref) < tol
+    assert _rel(d_biases[0], d_biases_ref[0]) < tol  # T5's learned position bias
+    assert np.all(np.asarray(out)[1, ..., 9:] == 0)  # padded keys get no weight
+    if rate:  # the same elements dropped as `dropout` drops them
+        assert np.array_equal(np.asarray(out) == 0, np.asarray(ref) == 0)
+        assert 0.1 < np.mean(np.asarray(out)[0] == 0) < 0.5
+
+
+@pytest.mark.parametrize("fn", [layers.attention_probs, layers.attention_probs_vjp])
+def test_attention_probs_rows_with_every_key_masked_are_uniform_as_softmax(fn):
+    scores = jnp.zeros((1, 1, 2, 4))
+    bias = jnp.full((1, 1, 1, 4), jnp.finfo(jnp.float32).min)
+    np.testing.assert_allclose(np.asarray(fn(scores, (bias,))), 0.25)
+    grad = jax.grad(lambda s: jnp.sum(fn(s, (bias,)) ** 2))(scores)
+    assert np.all(np.isfinite(np.asarray(grad)))
+
+
+@pytest.mark.parametrize("fn", [layers.attention_probs, layers.attention_probs_vjp])
+def test_attention_probs_rejects_a_bias_of_another_rank(fn):
+    with pytest.raises(ValueError, match="ranks"):
+        fn(jnp.zeros((1, 1, 2, 4)), (jnp.zeros((4,)),))

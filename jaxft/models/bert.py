@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxft.models import heads as heads_lib
+from jaxft.models import layers as layers_lib
 from jaxft.models.layers import (
     Adapter,
     Dense,
@@ -30,7 +31,6 @@ from jaxft.models.layers import (
     activation,
     attention_bias,
     attention_kernel,
-    attention_weights,
     fused_attention,
     remat_policy,
 )
@@ -156,9 +156,12 @@ class SelfAttention(nn.Module):
         else:
             bias = attention_bias(mask)  # learned prefixes, in front, are always attended to
             bias = jnp.pad(bias, [(0, 0)] * 3 + [(k.shape[1] - bias.shape[-1], 0)])
-            probs = attention_weights(q, k, bias)
-            probs = Dropout(c.attention_probs_dropout_prob)(probs, deterministic=deterministic)
-            context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
+            scores = jnp.einsum("bqhd,bkhd->bhqk", q, k)
+            drop = Dropout(c.attention_probs_dropout_prob)
+            probs = layers_lib.attention_probs(
+                scores, (bias,), c.head_dim**-0.5, drop.rate, drop.key(deterministic), self.dtype
+            )
+            context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
         return dense("output")(context.reshape(x.shape[:2] + (c.hidden_size,)), deterministic)
 
 

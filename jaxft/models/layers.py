@@ -137,9 +137,15 @@ class Dropout(nn.Module):
 
     @nn.compact
     def __call__(self, x, deterministic: bool):
+        key = self.key(deterministic)
+        return x if key is None else dropout(x, self.rate, key)
+
+    def key(self, deterministic: bool) -> jax.Array | None:
+        """The key `__call__` would draw its mask from, None where it would not drop (for
+        callers that fuse the dropout into their own computation, as `attention_probs`)."""
         if deterministic or self.rate <= 0.0:
-            return x
-        return dropout(x, self.rate, self.make_rng("dropout"))
+            return None
+        return self.make_rng("dropout")
 
 
 class Dense(nn.Module):
@@ -313,11 +319,113 @@ def attention_bias(attention_mask: jax.Array) -> jax.Array:
     return jnp.where(keep, 0.0, jnp.finfo(jnp.float32).min)
 
 
-def attention_weights(q: jax.Array, k: jax.Array, bias: jax.Array) -> jax.Array:
-    """Softmax(q·k/sqrt(d) + bias) over [batch, len, heads, head_dim] inputs, in float32."""
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
-    scores = scores * (q.shape[-1] ** -0.5) + bias
-    return jax.nn.softmax(scores, axis=-1)
+def attention_probs(scores, biases, scale=1.0, rate=0.0, key=None, dtype=None) -> jax.Array:
+    """dropout(softmax(scores·scale + sum(biases))) over the last axis, computed in float32 and
+    returned in `dtype` (default: the scores'), ready for the probs·V matmul.
+
+    `scores` [batch, heads, q, k] are the raw q·k products; `biases` is a tuple of additive
+    float32 biases, each broadcastable to the scores (a padding mask, T5's position bias).
+    Dropout (at `rate`, masks from `key` as `dropout` draws them) applies when `key` is given.
+    JAX differentiates it; `attention_probs_vjp` is the same with a hand-written backward.
+    """
+    _check_biases(scores, biases)
+    logits = scores.astype(jnp.float32) * scale + sum(biases)
+    probs = jax.nn.softmax(logits, axis=-1)
+    if key is not None and rate > 0.0:
+        probs = dropout(probs, rate, key)
+    return probs.astype(dtype or scores.dtype)
+
+
+def _check_biases(scores, biases):
+    if any(b.ndim != scores.ndim for b in biases):
+        raise ValueError(f"biases of ranks {[b.ndim for b in biases]} for scores {scores.shape}")
+
+
+def attention_probs_vjp(scores, biases, scale=1.0, rate=0.0, key=None, dtype=None) -> jax.Array:
+    """`attention_probs` (same arguments, same values, same dropout masks) with a hand-written
+    backward pass, for the throughput benchmark's `softmax_vjp` rows; the models do not use it.
+
+    It saves the scores (in their own dtype, bf16 under mixed precision), the row max and log
+    row sum, and the mask, and recomputes the probabilities from them, where autodiff of
+    `jax.nn.softmax` keeps the float32 probabilities. The last exp of the forward pass also
+    subtracts the log of the row sum, so it is not the sum's exp and need not be written out to
+    be shared. On the CPU it made the MiniLM and T5 full steps slower (0.97x, 0.95x: XLA's CPU
+    fusion writes out the float32 logits the three passes share) and the frozen step 1.03x
+    faster; on a GPU, where the BERT-base step writes the float32 exponentials out and reads
+    them twice, it has not been measured yet.
+    """
+    dtype = jnp.dtype(dtype or scores.dtype)
+    biases = tuple(biases)
+    _check_biases(scores, biases)
+    if key is None or rate <= 0.0:
+        keep, keep_scale = None, 1.0
+    elif rate >= 1.0:
+        return jnp.zeros(scores.shape, dtype)
+    else:
+        keep = keep_mask(key, rate, scores.shape)
+        keep_scale = _DROP_LEVELS / (_DROP_LEVELS - _drop_threshold(rate))
+    return _attention_probs(scores, biases, keep, float(scale), keep_scale, dtype)
+
+
+def _logits(scores, biases, scale):
+    logits = scores.astype(jnp.float32)
+    if scale != 1.0:
+        logits = logits * scale
+    for bias in biases:
+        logits = logits + bias
+    return logits
+
+
+def _probs(logits, top, log_sum):
+    """exp(logits - top - log_sum): the softmax as one exp, subtracting the row max first so
+    that a row whose every key is masked (all logits the float32 minimum) comes out uniform."""
+    return jnp.exp((logits - top) - log_sum)
+
+
+def _probs_out(logits, top, log_sum, keep, keep_scale, dtype):
+    probs = _probs(logits, top, log_sum)
+    if keep is None:
+        return probs.astype(dtype)
+    return jnp.where(keep, probs * keep_scale, 0.0).astype(dtype)
+
+
+def _sum_to(x, shape):
+    """x summed over the axes along which an array of `shape` was broadcast to x's shape."""
+    axes = tuple(i for i, (n, m) in enumerate(zip(x.shape, shape, strict=True)) if m == 1 < n)
+    return jnp.sum(x, axis=axes, keepdims=True) if axes else x
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _attention_probs(scores, biases, keep, scale, keep_scale, dtype):
+    return _attention_probs_fwd(scores, biases, keep, scale, keep_scale, dtype)[0]
+
+
+def _attention_probs_fwd(scores, biases, keep, scale, keep_scale, dtype):
+    logits = _logits(scores, biases, scale)
+    top = jnp.max(logits, axis=-1, keepdims=True)
+    log_sum = jnp.log(jnp.sum(jnp.exp(logits - top), axis=-1, keepdims=True))
+    out = _probs_out(logits, top, log_sum, keep, keep_scale, dtype)
+    return out, (scores, biases, keep, top, log_sum)
+
+
+def _attention_probs_bwd(scale, keep_scale, dtype, saved, grad):
+    scores, biases, keep, top, log_sum = saved
+    logits = _logits(scores, biases, scale)
+    # dL/dprobs before dropout: the output's gradient through the mask and its scale.
+    d_probs = grad.astype(jnp.float32) * keep_scale
+    if keep is not None:
+        d_probs = jnp.where(keep, d_probs, 0.0)
+    # Two passes over the logits, each recomputing exp (a barrier on the row sums keeps XLA
+    # from merging the two exps into one written-out array).
+    row = jnp.sum(_probs(logits, top, log_sum) * d_probs, axis=-1, keepdims=True)
+    probs = _probs(logits, *jax.lax.optimization_barrier((top, log_sum)))
+    d_logits = probs * (d_probs - row)
+    d_scores = (d_logits * scale if scale != 1.0 else d_logits).astype(scores.dtype)
+    d_biases = tuple(_sum_to(d_logits, b.shape).astype(b.dtype) for b in biases)
+    return d_scores, d_biases, None
+
+
+_attention_probs.defvjp(_attention_probs_fwd, _attention_probs_bwd)
 
 
 ATTENTION_OPTIONS = ("auto", "explicit", "fused")

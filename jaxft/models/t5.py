@@ -173,10 +173,12 @@ class Attention(nn.Module):
                 cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v, at)
                 index.value = index.value + k.shape[1]
                 k, v = cached_k.value, cached_v.value
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias
-        probs = jax.nn.softmax(scores, axis=-1)
-        probs = Dropout(c.dropout_rate)(probs, deterministic=deterministic)
-        context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k)
+        drop = Dropout(c.dropout_rate)
+        probs = layers_lib.attention_probs(
+            scores, bias, 1.0, drop.rate, drop.key(deterministic), self.dtype
+        )
+        context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
         return dense(c.d_model, "o")(context.reshape(x.shape[:2] + (c.inner_dim,)), deterministic)
 
 
@@ -278,10 +280,11 @@ class Stack(nn.Module):
             if self.is_decoder:
                 keep = keep & jnp.tril(jnp.ones((length, length), bool))[None, None]
         position_bias = jnp.transpose(table(bucket(rel)), (2, 0, 1))[None].astype(jnp.float32)
-        # One bias for every layer: relative positions (first layer's table) plus the mask.
-        self_bias = position_bias + mask_bias(keep)
+        # One bias for every layer: relative positions (first layer's table) plus the mask, kept
+        # apart: their sum would be a [batch, heads, q, k] float32 array.
+        self_bias = (position_bias, mask_bias(keep))
         cross_bias = (
-            None if memory is None else mask_bias(memory_mask[:, None, None, :].astype(bool))
+            None if memory is None else (mask_bias(memory_mask[:, None, None, :].astype(bool)),)
         )
         drop = lambda t: Dropout(c.dropout_rate)(t, deterministic=deterministic)
         x = drop(embedded.astype(self.dtype))
