@@ -19,6 +19,7 @@ ABLATIONS = {
     "autodiff_ops": "GELU and the norms differentiated by JAX, not by their own backward",
     "flax_dropout": "dropout masks by jax.random.bernoulli (one threefry hash per element)",
     "autotune0": "compiled with xla_gpu_autotune_level=0 (library GEMM heuristics, no autotuning)",
+    "softmax_vjp": "attention softmax and dropout with their own backward (attention_probs_vjp)",
 }
 
 
@@ -37,6 +38,21 @@ def flax_dropout(on: bool):
         yield
     finally:
         layers.keep_mask = saved
+
+
+@contextlib.contextmanager
+def softmax_vjp(on: bool):
+    """While tracing, attention probabilities by `attention_probs_vjp` (hand-written backward)
+    instead of the library's `attention_probs` (JAX's autodiff of `jax.nn.softmax`)."""
+    from jaxft.models import layers
+
+    saved = layers.attention_probs
+    if on:
+        layers.attention_probs = layers.attention_probs_vjp
+    try:
+        yield
+    finally:
+        layers.attention_probs = saved
 
 
 @contextlib.contextmanager
@@ -85,6 +101,10 @@ def compile_step(train_step, state, batch, variant: str):
     import jax
 
     options = {"xla_gpu_autotune_level": 0} if variant == "autotune0" else None
-    with autodiff_ops(variant == "autodiff_ops"), flax_dropout(variant == "flax_dropout"):
+    with (
+        autodiff_ops(variant == "autodiff_ops"),
+        flax_dropout(variant == "flax_dropout"),
+        softmax_vjp(variant == "softmax_vjp"),
+    ):
         lowered = jax.jit(train_step, donate_argnums=0).lower(state, batch)
         return lowered.compile(compiler_options=options)

@@ -2,12 +2,13 @@
 # The one prepared check for a machine with an NVIDIA GPU whose python3 already has JAX, PyTorch,
 # transformers and PEFT, and no network: parity tests on the GPU, then benchmarks/throughput.py
 # against Hugging Face PyTorch for the rows the performance targets name (BERT-base full and
-# frozen, T5-base full, jaxft LoRA; HF eager and torch.compile), plus before/after rows (flax's
-# dropout masks for full and frozen; layer scan and no GEMM autotuning for compile time). About
-# 8 minutes: at most 45 s of parity tests (XLA takes 5-10 s per small program there), then rows
-# started until a 420 s budget is spent (a BERT-base row took about 50 s on an H200, 27 s of it
-# compiling; the PyTorch rows about 2 minutes). Set ABLATIONS=1 for every speed-option ablation
-# (about 35 s each more). Everything it prints also lands in $OUT
+# frozen, T5-base full, jaxft LoRA; HF eager and torch.compile), plus before/after rows (the
+# attention softmax with its own backward, for BERT full and frozen and T5; flax's dropout masks;
+# layer scan for compile time). At most about 8.5 minutes: 40 s of parity tests (XLA takes 5-10 s
+# per small program there), then rows started until a 400 s budget is spent (on an H100 a
+# BERT-base full row took 45 s, 34 s of it compiling, the frozen row about 25 s, the T5 row 2
+# minutes, the PyTorch rows about 100 s), so the last rows of the plan may be skipped. Set
+# ABLATIONS=1 for every speed-option ablation (about 45 s each more). Everything it prints also lands in $OUT
 # (default benchmarks/results/gpu_check): gpu_check.log, parity.log, throughput.{json,md}, and
 # the optimized HLO of the BERT full and frozen and T5 steps (hlo_*.txt.gz, for hlo_bytes.py).
 #
@@ -65,23 +66,24 @@ parity_tests=(tests/test_attention_kernels.py::test_cudnn_attention_matches_expl
   tests/test_fused_ops.py tests/test_attention_kernels.py tests/test_bert_parity.py
   tests/test_t5_parity.py)
 # SIGINT at the timeout: pytest then still prints the failures it has seen.
-timeout -s INT "${PARITY_TIMEOUT:-45}" "$PY" -m pytest -q -p no:cacheprovider --tb=short \
+timeout -s INT "${PARITY_TIMEOUT:-40}" "$PY" -m pytest -q -p no:cacheprovider --tb=short \
   "${parity_tests[@]}" -k "${PARITY_SELECT:-not real_minilm}" 2>&1 | tee "$OUT/parity.log"
 parity=${PIPESTATUS[0]}
 
 # 2. Throughput against HF PyTorch, same shapes, same process tree.
 echo "== throughput ($preset)"
-budget="${THROUGHPUT_BUDGET:-420}"
+budget="${THROUGHPUT_BUDGET:-400}"
 cpu_extra=()
 [[ $mode == cpu ]] && cpu_extra=(--steps 2 --warmup 1 --no-torch_compile)
 # HF rows for the targets only (no PEFT LoRA: LoRA's target is against jaxft's own full step).
 extra=(--strategies full,frozen --hf_strategies full,frozen
   --save_hlo bert_full,bert_frozen,t5_full "${cpu_extra[@]}")
-# In this order after full, frozen and T5: the full and frozen steps with flax's dropout masks
-# (one threefry hash per element: the before of the 16-bit masks), LoRA (its target is against
-# jaxft's own full step), then layer scan and no GEMM autotuning (for compile time).
-[[ "${ABLATIONS:-0}" == 1 ]] ||
-  extra+=(--ablations flax_dropout,frozen:flax_dropout,lora:default,scan,autotune0)
+# In this order after full, frozen and T5: LoRA (its target is against jaxft's own full step),
+# the full and frozen steps with the softmax's own backward (layers.attention_probs_vjp), the
+# full step with flax's dropout masks (one threefry hash per element: the before of the 16-bit
+# masks), layer scan (compile time), and T5 with the softmax's own backward (a 2-minute row).
+GPU_ROWS=lora:default,softmax_vjp,frozen:softmax_vjp,flax_dropout,scan,t5:softmax_vjp
+[[ "${ABLATIONS:-0}" == 1 ]] || extra+=(--ablations "$GPU_ROWS")
 if [[ -n "${JAXFT_XLA_FLAGS:-}" ]]; then
   if XLA_FLAGS="$JAXFT_XLA_FLAGS" "$PY" -c "import jax, jax.numpy as jnp; \
       jax.block_until_ready(jax.jit(lambda x: x @ x)(jnp.ones((64, 64))))"; then
@@ -92,7 +94,7 @@ if [[ -n "${JAXFT_XLA_FLAGS:-}" ]]; then
   fi
 fi
 # shellcheck disable=SC2086
-timeout $((budget + 90)) "$PY" benchmarks/throughput.py --preset "$preset" --budget_s "$budget" \
+timeout $((budget + 60)) "$PY" benchmarks/throughput.py --preset "$preset" --budget_s "$budget" \
   --out "$OUT" "${extra[@]}" ${THROUGHPUT_ARGS:-}
 throughput=$?
 if [[ -n "${JAXFT_XLA_FLAGS:-}" ]]; then

@@ -391,15 +391,19 @@ def plan(args) -> list[Row]:
         pair("bert", s, bert_dims)
     if "bert" in args.only and "full" in strategies and args.torch_compile:
         rows.append(Row("hf", "bert", "full", "compile", shape, bert_dims, dtype))
-    if "bert" in args.only:
-        for item in (a for a in variants.split(",") if a):
-            # "frozen:scan": the frozen row, scanned; "lora:default": the LoRA row, placed here
-            strategy, _, a = item.rpartition(":")
-            if a not in ablations.ABLATIONS and a != "default":
-                choices = sorted(ablations.ABLATIONS)
-                raise SystemExit(f"unknown ablation {a!r}; choose from {choices}")
+    for item in (a for a in variants.split(",") if a):
+        # "frozen:scan": the frozen row, scanned; "lora:default": the LoRA row, placed here;
+        # "t5:softmax_vjp": the T5 full row, ablated
+        strategy, _, a = item.rpartition(":")
+        if a not in ablations.ABLATIONS and a != "default":
+            choices = sorted(ablations.ABLATIONS)
+            raise SystemExit(f"unknown ablation {a!r}; choose from {choices}")
+        arch = "t5" if strategy == "t5" else "bert"
+        if arch in args.only:
             row_dtype = "float32" if a == "float32" else dtype
-            rows.append(Row("jaxft", "bert", strategy or "full", a, shape, bert_dims, row_dtype))
+            dims = t5_dims if arch == "t5" else bert_dims
+            strategy = "full" if arch == "t5" else strategy or "full"
+            rows.append(Row("jaxft", arch, strategy, a, shape, dims, row_dtype))
     if "t5" in args.only and args.t5_last:  # last: its compile time is the least known
         pair("t5", "full", t5_dims)
     if args.no_torch:
@@ -505,7 +509,7 @@ def parse(argv=None):
         default=None,
         help="comma list of BERT full-row ablations, or STRATEGY:ABLATION for another strategy's "
         "row (frozen:flax_dropout; lora:default puts the plain LoRA row at that place in the "
-        "order); default: the preset's",
+        "order; t5:softmax_vjp ablates the T5 full row); default: the preset's",
     )
     p.add_argument(
         "--save_hlo",

@@ -45,12 +45,12 @@ def ratios(rows: list, ablations) -> list[dict]:
             ("jaxft", "bert", "full", "default"),
             1.3 if s == "lora" else None,
         )
-    for s in ("full", "lora", "adapters", "frozen"):
+    for arch, s in [("bert", s) for s in ("full", "lora", "adapters", "frozen")] + [("t5", "full")]:
         for a in ablations:
             add(
-                f"bert {s} default / {a} (jaxft)",
-                ("jaxft", "bert", s, "default"),
-                ("jaxft", "bert", s, a),
+                f"{arch} {s} default / {a} (jaxft)",
+                ("jaxft", arch, s, "default"),
+                ("jaxft", arch, s, a),
                 None,
             )
     if ("jaxft", "bert", "full", "attn_fused") in ok:

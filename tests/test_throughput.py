@@ -3,6 +3,7 @@ formula behind MFU agrees with XLA's own count, and the GPU check runs end to en
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,16 +73,11 @@ def test_peak_flops_by_device_name():
     assert mfu.peak_flops("x86_64 CPU (2 cores)", "float32", 1.5) == 1.5e12
 
 
-def test_gpu_check_plans_the_target_rows_first_and_lora_where_its_ablations_say():
+def test_gpu_check_plans_the_target_rows_first_then_its_ablations_in_order():
+    script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
+    gpu_rows = re.search(r"^GPU_ROWS=(\S+)$", script, re.MULTILINE).group(1)
     args = throughput.parse(
-        [
-            "--strategies",
-            "full,frozen",
-            "--hf_strategies",
-            "full,frozen",
-            "--ablations",
-            "flax_dropout,frozen:flax_dropout,lora:default,scan,autotune0",
-        ]
+        ["--strategies", "full,frozen", "--hf_strategies", "full,frozen", "--ablations", gpu_rows]
     )
     order = [(r.framework, r.arch, r.strategy, r.variant) for r in throughput.plan(args)]
     jaxft = [row[1:] for row in order if row[0] == "jaxft"]
@@ -89,11 +85,12 @@ def test_gpu_check_plans_the_target_rows_first_and_lora_where_its_ablations_say(
         ("bert", "full", "default"),
         ("bert", "frozen", "default"),
         ("t5", "full", "default"),
-        ("bert", "full", "flax_dropout"),
-        ("bert", "frozen", "flax_dropout"),
         ("bert", "lora", "default"),
+        ("bert", "full", "softmax_vjp"),
+        ("bert", "frozen", "softmax_vjp"),
+        ("bert", "full", "flax_dropout"),
         ("bert", "full", "scan"),
-        ("bert", "full", "autotune0"),
+        ("t5", "full", "softmax_vjp"),
     ]
     assert ("hf", "t5", "full", "eager") in order and ("hf", "bert", "full", "compile") in order
     with pytest.raises(SystemExit, match="unknown ablation"):
@@ -108,7 +105,7 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
         PYTHON=sys.executable,
         PARITY_SELECT="test_backbone_matches_hf and not roberta",
         THROUGHPUT_ARGS="--only bert --hf_strategies full,lora "
-        "--ablations flax_dropout,lora:default,lora:flax_dropout,autotune0",
+        "--ablations flax_dropout,lora:default,lora:flax_dropout,softmax_vjp,autotune0",
         PROFILE="1",
     )
     done = subprocess.run(
@@ -130,6 +127,7 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
         ("jaxft", "lora", "default"),
         ("jaxft", "full", "flax_dropout"),
         ("jaxft", "lora", "flax_dropout"),
+        ("jaxft", "full", "softmax_vjp"),
         ("jaxft", "full", "autotune0"),
     }
     assert set(rows) == expected
