@@ -88,8 +88,8 @@ def test_gpu_check_plans_the_target_rows_first_then_its_ablations_in_order():
         ("bert", "lora", "default"),
         ("bert", "full", "softmax_vjp"),
         ("bert", "frozen", "softmax_vjp"),
-        ("bert", "full", "flax_dropout"),
         ("bert", "full", "scan"),
+        ("bert", "full", "flax_dropout"),
         ("t5", "full", "softmax_vjp"),
     ]
     assert ("hf", "t5", "full", "eager") in order and ("hf", "bert", "full", "compile") in order
