@@ -133,7 +133,7 @@ class Attention(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, kv, bias, deterministic, decode=False, cross=False):
+    def __call__(self, x, kv, biases, deterministic, decode=False, cross=False):
         c = self.config
         # Hugging Face's T5 init: q carries the 1/sqrt(d_kv) that T5 leaves out of attention.
         stds = {
@@ -176,7 +176,7 @@ class Attention(nn.Module):
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k)
         drop = Dropout(c.dropout_rate)
         probs = layers_lib.attention_probs(
-            scores, bias, 1.0, drop.rate, drop.key(deterministic), self.dtype
+            scores, biases, 1.0, drop.rate, drop.key(deterministic), self.dtype
         )
         context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
         return dense(c.d_model, "o")(context.reshape(x.shape[:2] + (c.inner_dim,)), deterministic)
@@ -280,8 +280,8 @@ class Stack(nn.Module):
             if self.is_decoder:
                 keep = keep & jnp.tril(jnp.ones((length, length), bool))[None, None]
         position_bias = jnp.transpose(table(bucket(rel)), (2, 0, 1))[None].astype(jnp.float32)
-        # One bias for every layer: relative positions (first layer's table) plus the mask, kept
-        # apart: their sum would be a [batch, heads, q, k] float32 array.
+        # One bias for every layer: relative positions (first layer's table) plus the mask, as
+        # two addends (layers.attention_probs adds them to the scores).
         self_bias = (position_bias, mask_bias(keep))
         cross_bias = (
             None if memory is None else (mask_bias(memory_mask[:, None, None, :].astype(bool)),)
