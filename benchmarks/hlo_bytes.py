@@ -4,10 +4,11 @@ the model code that made it: a roofline estimate for memory-bound work that need
 Reads an `hlo_*.txt` written by `benchmarks/profile_step.py` (the compiled step's `as_text()`),
 takes every top-level instruction of its ENTRY computation that launches work (fusions, custom
 calls, copies, scatters), and counts its operands' and results' bytes: what the kernel must move
-through device memory at least once. Library matmuls (cuBLAS) are listed apart: they are bound by
-FLOPs, and their scratch buffer is not traffic. Groups are the instruction's `op_name` metadata
-with layer indices folded, forward and backward apart, so "bwd encoder/L/intermediate" sums the
-feed-forward backward of all layers.
+through device memory at least once (of an operand a fusion only slices, the slices' bytes).
+Library matmuls (cuBLAS) are listed apart: they are bound by FLOPs, and their scratch buffer is
+not traffic. Groups are the instruction's `op_name` metadata with layer indices folded, forward
+and backward apart, so "bwd encoder/L/intermediate" sums the feed-forward backward of all
+layers.
 
     python benchmarks/hlo_bytes.py benchmarks/results/profile/hlo_bert_full_default.txt
     python benchmarks/hlo_bytes.py HLO --bandwidth 3.35 --top 20   # ms at 3.35 TB/s, 20 groups
@@ -25,6 +26,7 @@ SHAPE = re.compile(r"\b(" + "|".join(DTYPE_BYTES) + r")\[([0-9,]*)\]")
 INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%(\S+) = (.*?) ([a-z][\w-]*)\((.*?)\)(, .*)?$")
 NO_WORK = {"parameter", "get-tuple-element", "tuple", "bitcast", "constant"}
 LIBRARY_MATMUL = re.compile(r"cublas|gemm|matmul", re.IGNORECASE)
+COMPUTATION = re.compile(r"^%?([\w.\-]+) \(.*\) -> .*\{$")
 
 
 def shape_bytes(text: str, skip_scratch: bool = False) -> int:
@@ -40,9 +42,54 @@ def shape_bytes(text: str, skip_scratch: bool = False) -> int:
     return total
 
 
+def computations(hlo: str) -> dict[str, list[str]]:
+    """Instruction lines of every computation but ENTRY, by name (fusions' bodies)."""
+    found, name = {}, None
+    for line in hlo.split("\n"):
+        header = COMPUTATION.match(line)
+        if header:
+            name = header.group(1)
+            found[name] = []
+        elif line.startswith("}"):
+            name = None
+        elif name is not None:
+            found[name].append(line)
+    return found
+
+
+def sliced_reads(body: list[str]) -> dict[int, int]:
+    """Parameter number -> bytes read, for each parameter of a fusion body that reaches only
+    slices (through bitcasts): the slices' bytes, not the whole operand's. XLA merges matmuls
+    that share an input, and the fusions after a merged matmul each read a slice of its output."""
+    params, aliases, users = {}, {}, collections.defaultdict(list)
+    for line in body:
+        m = INSTRUCTION.match(line)
+        if not m:
+            continue
+        name, result, op, operands, _ = m.groups()
+        if op == "parameter":
+            params[name] = int(operands)
+            aliases[name] = name
+            continue
+        names = re.findall(r"%([\w.\-]+)", operands)
+        if op == "bitcast" and names and names[0] in aliases:
+            aliases[name] = aliases[names[0]]
+            continue
+        for operand in names:
+            if operand in aliases:
+                users[aliases[operand]].append((op, shape_bytes(result)))
+    reads = {}
+    for param, number in params.items():
+        uses = users.get(param, [])
+        if uses and all(op in ("slice", "dynamic-slice") for op, _ in uses):
+            reads[number] = sum(n for _, n in uses)
+    return reads
+
+
 def entry_kernels(hlo: str) -> list[dict]:
     """Every work-launching instruction of the ENTRY computation: name, op, bytes, op_name."""
     entry = hlo[hlo.index("\nENTRY") :]
+    bodies = computations(hlo[: hlo.index("\nENTRY")])
     header, *lines = entry.split("\n")
     sizes = {name: shape_bytes(typ) for name, typ in re.findall(r"([\w.\-]+): ([^,)]+\])", header)}
     kernels = []
@@ -56,7 +103,10 @@ def entry_kernels(hlo: str) -> list[dict]:
         sizes[name] = shape_bytes(result, skip_scratch=matmul)
         if op in NO_WORK:
             continue
-        read = sum(sizes.get(o, 0) for o in re.findall(r"%([\w.\-]+)", operands))
+        calls = re.search(r"calls=%([\w.\-]+)", attrs)
+        sliced = sliced_reads(bodies.get(calls.group(1), [])) if op == "fusion" and calls else {}
+        names = re.findall(r"%([\w.\-]+)", operands)
+        read = sum(sliced.get(i, sizes.get(o, 0)) for i, o in enumerate(names))
         op_name = re.search(r'op_name="([^"]*)"', attrs)
         kernels.append(
             dict(

@@ -66,6 +66,33 @@ def test_rows_build_on_the_host_cpu_beside_an_accelerator(monkeypatch):
     assert state.step == 0 and jax.tree.leaves(state.params)
 
 
+SLICING_HLO = """HloModule m
+
+%fused_slice (param_0.1: bf16[8,12], param_1.2: f32[4]) -> bf16[8,4] {
+  %param_0.1 = bf16[8,12]{1,0} parameter(0)
+  %bitcast.1 = bf16[8,12]{1,0} bitcast(%param_0.1)
+  %slice.1 = bf16[8,4]{1,0} slice(%bitcast.1), slice={[0:8], [4:8]}
+  %param_1.2 = f32[4]{0} parameter(1)
+  %convert.1 = bf16[4]{0} convert(%param_1.2)
+  %broadcast.1 = bf16[8,4]{1,0} broadcast(%convert.1), dimensions={1}
+  ROOT %add.1 = bf16[8,4]{1,0} add(%slice.1, %broadcast.1)
+}
+
+ENTRY %main (p0: bf16[8,12], p1: f32[4]) -> bf16[8,4] {
+  %p0 = bf16[8,12]{1,0} parameter(0)
+  %p1 = f32[4]{0} parameter(1)
+  ROOT %fusion.1 = bf16[8,4]{1,0} fusion(%p0, %p1), kind=kLoop, calls=%fused_slice
+}
+"""
+
+
+def test_hlo_bytes_charges_a_fusion_that_slices_an_operand_for_the_slice_only():
+    (kernel,) = hlo_bytes.entry_kernels(SLICING_HLO)
+    # reads: the [8, 4] slice (64 B) of the [8, 12] operand, and the f32[4] bias (16 B);
+    # writes: bf16[8, 4] (64 B)
+    assert kernel["bytes"] == 64 + 16 + 64
+
+
 def test_peak_flops_by_device_name():
     assert mfu.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16", 0) == 989e12
     assert mfu.peak_flops("NVIDIA H200", "float32", 0) == 494e12
