@@ -21,6 +21,8 @@ ABLATIONS = {
     "autotune0": "compiled with xla_gpu_autotune_level=0 (library GEMM heuristics, no autotuning)",
     "softmax_vjp": "attention softmax and dropout with their own backward (attention_probs_vjp)",
 }
+# The ablations that change a T5 step too (scan, remat and the attention kernels are BERT options).
+T5_ABLATIONS = {"rbg", "float32", "autodiff_ops", "flax_dropout", "autotune0", "softmax_vjp"}
 
 
 @contextlib.contextmanager

@@ -122,6 +122,8 @@ def test_gpu_check_plans_the_target_rows_first_then_its_ablations_in_order():
     assert ("hf", "t5", "full", "eager") in order and ("hf", "bert", "full", "compile") in order
     with pytest.raises(SystemExit, match="unknown ablation"):
         throughput.plan(throughput.parse(["--ablations", "frozen:fast"]))
+    with pytest.raises(SystemExit, match="does not change a T5 step"):
+        throughput.plan(throughput.parse(["--ablations", "t5:scan"]))
 
 
 @needs_torch
