@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import ablations  # noqa: E402
 import mfu  # noqa: E402
+import throughput_hf  # noqa: E402
 import throughput_report as report  # noqa: E402
 
 # Shapes: (BERT config fields, T5 config fields). BERT-base and T5-base are the published ones.
@@ -281,83 +282,12 @@ def finish_row(row: Row, seconds_per_step: float, peak) -> Row:
 # --- Hugging Face PyTorch rows (run in a child process) ----------------------------------------
 
 
-def hf_model(arch: str, shape: dict, strategy: str, device: str):
-    import torch
-    import transformers
-
-    torch.manual_seed(0)
-    if arch == "bert":
-        config = transformers.BertConfig(**shape, num_labels=2)
-        model = transformers.BertForSequenceClassification(config)
-        backbone = model.bert
-    else:
-        config = transformers.T5Config(
-            **shape, feed_forward_proj="relu", tie_word_embeddings=True, decoder_start_token_id=0
-        )
-        model = transformers.T5ForConditionalGeneration(config)
-        backbone = None
-    if strategy == "lora":
-        import peft
-
-        lora = peft.LoraConfig(
-            r=LORA["rank"],
-            lora_alpha=LORA["alpha"],
-            lora_dropout=LORA["dropout"],
-            target_modules=list(LORA["targets"]),
-            task_type="SEQ_CLS" if arch == "bert" else "SEQ_2_SEQ_LM",
-        )
-        model = peft.get_peft_model(model, lora)
-    elif strategy == "frozen":
-        for p in backbone.parameters():
-            p.requires_grad = False
-    return model.to(device).train()
-
-
 def hf_row(row: Row, shape: dict, steps: int, warmup: int, peak) -> Row:
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = hf_model(row.arch, shape, row.strategy, device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=device == "cuda")
-    batch = {k: torch.from_numpy(v).to(device) for k, v in torch_batch(row, shape).items()}
-    forward = torch.compile(model) if row.variant == "compile" else model
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=row.dtype == "bfloat16")
-
-    def train_step():
-        with autocast:
-            loss = forward(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(max(warmup, 1)):
-        train_step()
-    sync()
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(steps):
-        train_step()
-    sync()
-    per_step = (time.perf_counter() - start) / steps
-    row.compile_s = max(first - max(warmup, 1) * per_step, 0.0) if row.variant == "compile" else 0
-    if device == "cuda":
-        row.memory_gb = torch.cuda.max_memory_allocated() / 1e9
-    return finish_row(row, per_step, peak)
-
-
-def torch_batch(row: Row, shape: dict) -> dict:
-    """The jaxft rows' batch, keyed and typed as HF models take it."""
-    import numpy as np
-
+    """The HF PyTorch train step of `row`'s shape and strategy, on the jaxft rows' batch."""
     batch = numpy_batch(row.arch, row.dims, shape["vocab_size"])
-    batch.pop("weights")
-    return {k: v.astype(np.int64) for k, v in batch.items()}
+    timing = throughput_hf.time_train_step(row, shape, batch, steps, warmup, LORA)
+    row.compile_s, row.memory_gb = timing["compile_s"], timing["memory_gb"]
+    return finish_row(row, timing["seconds_per_step"], peak)
 
 
 # --- the run ----------------------------------------------------------------------------------
