@@ -28,7 +28,8 @@ def defaults() -> ml_collections.ConfigDict:
     c.param_dtype = "float32"  # storage of frozen leaves: float32 | bfloat16 (trained: float32)
     c.seed = 0  # seeds init, dropout and data order
     # Speed options (BERT family; results equal up to float rounding, dropout masks aside):
-    c.attention = "auto"  # auto (cuDNN flash on GPU in bf16 where no dropout) | explicit | fused
+    # auto (cuDNN flash on GPU in bf16 where no dropout) | explicit | fused | cudnn_dropout
+    c.attention = "auto"
     c.scan_layers = False  # compile one layer body and run it with lax.scan over the layers
     c.remat = "none"  # none | full | dots: recompute activations in backward (less memory)
     c.compile_cache = "~/.cache/jaxft/xla"  # compiled steps kept for later runs; "" = off
@@ -261,7 +262,7 @@ def validate(config) -> None:
         ("param_dtype", c.param_dtype, ("float32", "bfloat16")),
         ("train.parallel", c.train.parallel, ("mesh", "pmap")),
         ("train.dropout_rng", c.train.dropout_rng, ("threefry", "rbg")),
-        ("attention", c.attention, ("auto", "explicit", "fused")),
+        ("attention", c.attention, ("auto", "explicit", "fused", "cudnn_dropout")),
         ("remat", c.remat, ("none", "full", "dots")),
     )
     for key, value, allowed in choices:

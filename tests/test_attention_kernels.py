@@ -3,6 +3,7 @@ lax.scan and remat give the explicit, unrolled model's outputs and gradients. Th
 where a GPU is (benchmarks/gpu_check.sh); the rest run everywhere."""
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -132,14 +133,48 @@ def test_rbg_dropout_is_reproducible_and_draws_other_masks_than_threefry():
 
 def test_attention_kernel_choice():
     bf16 = jnp.bfloat16
+    cudnn = "cudnn" if ON_GPU else None
     assert layers.attention_kernel("explicit", bf16, 64, False) is None
     assert layers.attention_kernel("auto", bf16, 64, True) is None  # dropout on: explicit
+    assert layers.attention_kernel("fused", bf16, 64, True) is None
     assert layers.attention_kernel("fused", jnp.float32, 64, False) == "xla"
     assert layers.attention_kernel("fused", bf16, 64, False) == ("cudnn" if ON_GPU else "xla")
-    assert layers.attention_kernel("auto", bf16, 64, False) == ("cudnn" if ON_GPU else None)
+    assert layers.attention_kernel("auto", bf16, 64, False) == cudnn
     assert layers.attention_kernel("auto", jnp.float32, 64, False) is None
+    # cudnn_dropout: cuDNN with dropout on too, where cuDNN runs; jaxft's explicit path elsewhere
+    assert layers.attention_kernel("cudnn_dropout", bf16, 64, True) == cudnn
+    assert layers.attention_kernel("cudnn_dropout", bf16, 64, False) == cudnn
+    assert layers.attention_kernel("cudnn_dropout", jnp.float32, 64, True) is None
+    assert layers.attention_kernel("cudnn_dropout", bf16, 64, True, prefixed=True) is None
     with pytest.raises(ValueError, match="unknown attention"):
         layers.attention_kernel("flash", bf16, 64, False)
+
+
+def test_fused_attention_refuses_dropout_outside_cudnn():
+    q = jnp.ones((1, 4, 2, 8))
+    with pytest.raises(ValueError, match="cuDNN only"):
+        layers.fused_attention(q, q, q, jnp.ones((1, 4)), "xla", dropout_rate=0.1)
+
+
+def test_call_seeds_differ_by_layer_and_by_run_seed():
+    seeds = {layers.call_seed(base, ("encoder", f"layer_{i}", "attention"))
+             for base in (0, 1) for i in range(12)}  # fmt: skip
+    assert len(seeds) == 24 and all(0 <= s < 2**31 for s in seeds)
+    assert layers.call_seed(0, ("a",)) == layers.call_seed(0, ("a",))
+
+
+@pytest.mark.skipif(ON_GPU, reason="on a GPU cudnn_dropout runs cuDNN's own masks")
+def test_cudnn_dropout_off_the_gpu_trains_as_auto():
+    """Where cuDNN does not run, attention=cudnn_dropout is the explicit path with jaxft's masks:
+    a CPU run of an experiment written for the GPU trains exactly as attention=auto."""
+    ids, mask = _inputs()
+    auto, cudnn_dropout = _model(), _model(attention="cudnn_dropout", dropout_seed=5)
+    params = auto.init(jax.random.key(0), ids)["params"]
+    run = lambda model: model.apply(
+        {"params": params}, ids, attention_mask=mask, deterministic=False,
+        rngs={"dropout": jax.random.key(1)},
+    ).logits  # fmt: skip
+    np.testing.assert_array_equal(run(auto), run(cudnn_dropout))
 
 
 @pytest.mark.skipif(not ON_GPU, reason="cuDNN's fused attention needs an NVIDIA GPU")
@@ -167,3 +202,58 @@ def test_cudnn_attention_matches_explicit_in_bf16():
     (a, grads_a), (b, grads_b) = hidden_and_grads(explicit), hidden_and_grads(fused)
     assert relative(a, b) < 2e-2
     assert relative(grads_a, grads_b) < 3e-2  # all gradients together: some are ~0 in theory
+
+
+def _cudnn_dropout_attention(rate, seed=7, batch=2, length=64, heads=2):
+    """(probs, grad_probs_t) of one compiled call: value = identity, so the output is the
+    dropped, rescaled attention matrix A [b, t, n, s]; the gradient of sum(A * w) with respect
+    to the value is A^T w, computed by cuDNN's backward kernel from its own masks."""
+    rng = np.random.default_rng(0)
+    q, k = (jnp.asarray(rng.normal(size=(batch, length, heads, 64)), jnp.bfloat16) for _ in "qk")
+    eye = jnp.broadcast_to(jnp.eye(length, 64, dtype=jnp.bfloat16)[None, :, None, :],
+                           (batch, length, heads, 64))  # fmt: skip
+    w = jnp.asarray(rng.normal(size=(batch, length, heads, 64)), jnp.bfloat16)
+    mask = jnp.ones((batch, length), jnp.int32)
+
+    @jax.jit
+    def probs_and_grad(v):
+        attend = lambda v: layers.fused_attention(q, k, v, mask, "cudnn", rate, seed)
+        out, vjp = jax.vjp(attend, v)
+        return out, vjp(w)[0]
+
+    return probs_and_grad, eye, w
+
+
+@pytest.mark.skipif(not ON_GPU, reason="cuDNN's dropout needs an NVIDIA GPU")
+def test_cudnn_dropout_masks_change_every_step_and_the_backward_uses_the_forward_mask():
+    rate = 0.5
+    probs_and_grad, eye, w = _cudnn_dropout_attention(rate)
+    (a1, g1), (a2, _) = probs_and_grad(eye), probs_and_grad(eye)
+    a1, a2 = np.asarray(a1, np.float32), np.asarray(a2, np.float32)
+    dropped = a1 == 0
+    assert abs(dropped.mean() - rate) < 0.03  # the rate, drawn by cuDNN
+    assert (dropped != (a2 == 0)).mean() > 0.3  # the next execution draws a new mask
+    # kept probabilities are rescaled by 1 / (1 - rate): rows sum to 1 on average
+    assert abs(a1.sum(axis=-1).mean() - 1.0) < 0.05
+    # d/dv sum(A v * w) = A^T w: the backward kernel dropped what the forward dropped
+    expected = np.einsum("btns,btnh->bsnh", a1, np.asarray(w, np.float32))
+    got = np.asarray(g1, np.float32)
+    assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 2e-2
+
+
+@pytest.mark.skipif(not ON_GPU, reason="cuDNN's dropout needs an NVIDIA GPU")
+def test_cudnn_dropout_bert_trains_and_its_layers_draw_their_own_masks():
+    ids, mask = _inputs()
+    model = _model(jnp.bfloat16, attention="cudnn_dropout", hidden_size=128,
+                   num_attention_heads=2, attention_probs_dropout_prob=0.5)  # fmt: skip
+    params = model.init(jax.random.key(0), ids)["params"]
+    apply = jax.jit(lambda p: model.apply(
+        {"params": p}, ids, attention_mask=mask, deterministic=False,
+        rngs={"dropout": jax.random.key(1)},
+    ).logits)  # fmt: skip
+    hlo = apply.lower(params).compile().as_text()
+    seeds = re.findall(r'"seed": ?"?(\d+)', hlo)
+    assert len(seeds) == CONFIG.num_hidden_layers and len(set(seeds)) == len(seeds)
+    first, second = apply(params), apply(params)
+    assert np.all(np.isfinite(np.asarray(first, np.float32)))
+    assert not np.array_equal(np.asarray(first), np.asarray(second))

@@ -62,7 +62,8 @@ class BertConfig:
     lora_dropout: float = 0.0  # dropout on the input of LoRA branches
     adapter_activation: str = "relu"  # nonlinearity inside bottleneck adapters
     # Speed options, set by the experiment (top-level config keys of the same names):
-    attention: str = "auto"  # auto | explicit | fused: see layers.attention_kernel
+    attention: str = "auto"  # auto | explicit | fused | cudnn_dropout: layers.attention_kernel
+    dropout_seed: int = 0  # the run's seed, for cuDNN's attention dropout (compile-time seeds)
     scan_layers: bool = False  # one compiled layer body applied by lax.scan
     remat: str = "none"  # none | full | dots: recompute layer activations in the backward pass
 
@@ -149,10 +150,11 @@ class SelfAttention(nn.Module):
 
             k = jnp.concatenate([prefix("prefix_key"), k], axis=1)
             v = jnp.concatenate([prefix("prefix_value"), v], axis=1)
-        dropout_on = not deterministic and c.attention_probs_dropout_prob > 0
-        kernel = attention_kernel(c.attention, q.dtype, c.head_dim, dropout_on or prefixed)
+        rate = 0.0 if deterministic else c.attention_probs_dropout_prob
+        kernel = attention_kernel(c.attention, q.dtype, c.head_dim, rate > 0, prefixed)
         if kernel is not None:
-            context = fused_attention(q, k, v, mask, kernel)
+            seed = layers_lib.call_seed(c.dropout_seed, self.scope.path)
+            context = fused_attention(q, k, v, mask, kernel, rate, seed)
         else:
             bias = attention_bias(mask)  # learned prefixes, in front, are always attended to
             bias = jnp.pad(bias, [(0, 0)] * 3 + [(k.shape[1] - bias.shape[-1], 0)])

@@ -2,6 +2,7 @@
 attention."""
 
 import functools
+import zlib
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -428,40 +429,86 @@ def _attention_probs_bwd(scale, keep_scale, dtype, saved, grad):
 _attention_probs.defvjp(_attention_probs_fwd, _attention_probs_bwd)
 
 
-ATTENTION_OPTIONS = ("auto", "explicit", "fused")
+ATTENTION_OPTIONS = ("auto", "explicit", "fused", "cudnn_dropout")
 
 
-def attention_kernel(option: str, dtype, head_dim: int, needs_explicit: bool) -> str | None:
-    """Which `jax.nn.dot_product_attention` implementation runs attention, or None for the
-    explicit einsum-softmax-einsum (the one that supports attention dropout and prefixes).
+def on_gpu() -> bool:
+    """Whether the step is traced for a GPU: the default backend here; benchmarks/gpu_hlo.py,
+    compiling for a GPU this machine lacks, says yes while it traces."""
+    return jax.default_backend() == "gpu"
+
+
+def attention_kernel(
+    option: str, dtype, head_dim: int, dropout: bool, prefixed: bool = False
+) -> str | None:
+    """Which fused implementation runs attention, or None for the explicit
+    einsum-softmax-einsum (the one that supports jaxft's dropout masks and learned prefixes).
 
     - "explicit": always the einsum path;
     - "fused": `jax.nn.dot_product_attention`: cuDNN's flash kernel on GPU in bf16/fp16, XLA's
       implementation elsewhere;
-    - "auto": fused on a GPU in bf16/fp16 where cuDNN takes the shape, else explicit.
+    - "auto": fused on a GPU in bf16/fp16 where cuDNN takes the shape, else explicit;
+    - "cudnn_dropout": as "auto", and with attention `dropout` on, cuDNN's flash kernel with
+      cuDNN's own dropout (`fused_attention`'s `dropout_rate`) instead of the explicit path.
 
-    `needs_explicit` (attention dropout in this call, learned prefixes) always selects the
-    explicit path: neither fused implementation has dropout or takes a non-right-padded mask.
+    With `dropout` on ("cudnn_dropout" aside) or learned prefixes, the explicit path: neither
+    `jax.nn.dot_product_attention` implementation has dropout or takes a non-right-padded mask.
     """
     if option not in ATTENTION_OPTIONS:
         raise ValueError(f"unknown attention {option!r}; choose from {ATTENTION_OPTIONS}")
-    if option == "explicit" or needs_explicit:
+    if option == "explicit" or prefixed:
         return None
     half = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
-    cudnn_ok = jax.default_backend() == "gpu" and half and head_dim % 8 == 0 and head_dim <= 128
+    cudnn_ok = on_gpu() and half and head_dim % 8 == 0 and head_dim <= 128
+    if dropout:
+        return "cudnn" if option == "cudnn_dropout" and cudnn_ok else None
     if option == "fused":
         return "cudnn" if cudnn_ok else "xla"
     return "cudnn" if cudnn_ok else None
 
 
-def fused_attention(q, k, v, attention_mask, implementation: str) -> jax.Array:
+def fused_attention(
+    q, k, v, attention_mask, implementation: str, dropout_rate: float = 0.0, seed: int = 0
+) -> jax.Array:
     """softmax(q·k/sqrt(d)) v with padding given as per-row key lengths, so cuDNN runs its
     padded flash kernel instead of reading a bias. The lengths are the mask's row sums, which
-    assumes right padding, the only kind jaxft's batching makes."""
+    assumes right padding, the only kind jaxft's batching makes.
+
+    With `dropout_rate`, cuDNN drops attention probabilities itself (cuDNN only). Its masks come
+    from Philox counters, not from jaxft's dropout key: `seed` is a compile-time constant of the
+    call and XLA advances the counter's offset at every execution of the compiled step, the
+    forward and backward kernels in step, so each step draws new masks. They are a function of
+    the seed and of how many steps this process has run: a resumed run, or another device,
+    draws them anew from offset 0.
+    """
     lengths = jnp.sum(attention_mask, axis=-1, dtype=jnp.int32)
-    return jax.nn.dot_product_attention(
-        q, k, v, key_value_seq_lengths=lengths, implementation=implementation
+    if not dropout_rate:
+        return jax.nn.dot_product_attention(
+            q, k, v, key_value_seq_lengths=lengths, implementation=implementation
+        )
+    if implementation != "cudnn":
+        raise ValueError(f"attention dropout runs in cuDNN only, not {implementation!r}")
+    # jax.nn.dot_product_attention has no dropout; its cuDNN backend does
+    from jax._src.cudnn import fused_attention_stablehlo as cudnn
+
+    return cudnn.dot_product_attention(
+        q,
+        k,
+        v,
+        q_seqlen=jnp.full_like(lengths, q.shape[1]),
+        kv_seqlen=lengths,
+        scale=q.shape[-1] ** -0.5,
+        mask_type=cudnn.MaskType.PADDING,
+        seed=seed,
+        dropout_rate=dropout_rate,
+        qkv_layout="BTNH",
     )
+
+
+def call_seed(base: int, path: tuple[str, ...]) -> int:
+    """A compile-time seed for one call site: `base` (the run's seed) mixed with the module
+    path, so each layer's cuDNN dropout draws its own masks."""
+    return zlib.crc32(f"{base}/{'/'.join(path)}".encode()) & 0x7FFFFFFF
 
 
 REMAT_POLICIES = {

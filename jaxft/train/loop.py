@@ -39,6 +39,7 @@ def with_speed_options(model, cfg):
     """The model with the experiment's attention kernel, layer scan and remat settings."""
     options = {"attention": cfg.attention, "scan_layers": cfg.scan_layers, "remat": cfg.remat}
     if isinstance(model.config, bert.BertConfig):
+        options["dropout_seed"] = cfg.seed
         return model.clone(config=dataclasses.replace(model.config, **options))
     if (cfg.scan_layers, cfg.remat) != (False, "none"):
         raise UserError(
