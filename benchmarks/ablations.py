@@ -2,8 +2,9 @@
 changes, the settings a row builds its model and step with, and the compile that applies the
 rest (library functions swapped while tracing, XLA options).
 
-A variant is "default" or a key of ABLATIONS; `jaxft_settings` gives the model and step settings,
-`compile_step` lowers and compiles the step with whatever the variant changes beyond them.
+A variant is "default", a key of ABLATIONS, or keys joined by "+" ("scan+cudnn_dropout");
+`jaxft_settings` gives the model and step settings, `compile_step` lowers and compiles the step
+with whatever the variant changes beyond them.
 """
 
 import contextlib
@@ -20,6 +21,7 @@ ABLATIONS = {
     "flax_dropout": "dropout masks by jax.random.bernoulli (one threefry hash per element)",
     "autotune0": "compiled with xla_gpu_autotune_level=0 (library GEMM heuristics, no autotuning)",
     "softmax_vjp": "attention softmax and dropout with their own backward (attention_probs_vjp)",
+    "cudnn_dropout": "attention='cudnn_dropout': cuDNN flash attention with cuDNN's dropout",
 }
 # The ablations that change a T5 step too (scan, remat and the attention kernels are BERT options).
 T5_ABLATIONS = {"rbg", "float32", "autodiff_ops", "flax_dropout", "autotune0", "softmax_vjp"}
@@ -80,20 +82,39 @@ def jax_gelu(x):
     return jax.nn.gelu(x, approximate=False)
 
 
+def parts(variant: str) -> set[str]:
+    """The ablations a variant combines: "default" none, "scan+cudnn_dropout" two."""
+    return set() if variant == "default" else set(variant.split("+"))
+
+
+def check(variant: str, arch: str = "bert") -> None:
+    """SystemExit naming the culprit unless every part of `variant` is an ablation (of a T5 step
+    too, for arch "t5")."""
+    for a in parts(variant):
+        if a not in ABLATIONS:
+            raise SystemExit(f"unknown ablation {a!r}; choose from {sorted(ABLATIONS)}")
+        if arch == "t5" and a not in T5_ABLATIONS:
+            choices = sorted(T5_ABLATIONS)
+            raise SystemExit(f"ablation {a!r} does not change a T5 step; choose from {choices}")
+
+
 def jaxft_settings(variant: str, dtype: str) -> dict:
-    """Model and step settings of a row: the library's defaults, one changed per ablation (the
-    float32 ablation is its row's dtype)."""
+    """Model and step settings of a row: the library's defaults, changed by each ablation the
+    variant names (the float32 ablation is its row's dtype)."""
     s = dict(dtype=dtype, dropout_rng="threefry", attention="auto", scan_layers=False, remat="none")
     s["attention_dropout"] = None  # None = the model config's (0.1)
-    if variant == "rbg":
+    on = parts(variant)
+    if "rbg" in on:
         s["dropout_rng"] = "rbg"
-    elif variant == "scan":
+    if "scan" in on:
         s["scan_layers"] = True
-    elif variant == "remat":
+    if "remat" in on:
         s["remat"] = "dots"
-    elif variant in ("attn_explicit", "attn_fused"):
+    if "cudnn_dropout" in on:
+        s["attention"] = "cudnn_dropout"
+    if on & {"attn_explicit", "attn_fused"}:
         s["attention_dropout"] = 0.0
-        s["attention"] = "explicit" if variant == "attn_explicit" else "fused"
+        s["attention"] = "explicit" if "attn_explicit" in on else "fused"
     return s
 
 
@@ -102,11 +123,12 @@ def compile_step(train_step, state, batch, variant: str):
     functions it swaps are swapped while tracing, its XLA options passed to the compiler."""
     import jax
 
-    options = {"xla_gpu_autotune_level": 0} if variant == "autotune0" else None
+    on = parts(variant)
+    options = {"xla_gpu_autotune_level": 0} if "autotune0" in on else None
     with (
-        autodiff_ops(variant == "autodiff_ops"),
-        flax_dropout(variant == "flax_dropout"),
-        softmax_vjp(variant == "softmax_vjp"),
+        autodiff_ops("autodiff_ops" in on),
+        flax_dropout("flax_dropout" in on),
+        softmax_vjp("softmax_vjp" in on),
     ):
         lowered = jax.jit(train_step, donate_argnums=0).lower(state, batch)
         return lowered.compile(compiler_options=options)

@@ -2,17 +2,17 @@
 # The one prepared check for a machine with an NVIDIA GPU whose python3 already has JAX, PyTorch,
 # transformers and PEFT, and no network: parity tests on the GPU, then benchmarks/throughput.py
 # against Hugging Face PyTorch for the rows the performance targets name (BERT-base full and
-# frozen, T5-base full, jaxft LoRA; HF eager and torch.compile), plus before/after rows (the
-# attention softmax with its own backward, for BERT full and frozen and T5; flax's dropout masks;
-# layer scan for compile time). At most about 8.5 minutes: 40 s of parity tests (XLA takes 5-10 s
+# frozen, T5-base full, jaxft LoRA; HF eager and torch.compile), plus before/after rows (cuDNN's
+# flash attention with its own dropout for full, frozen, scanned and LoRA steps; the attention
+# softmax with its own backward; flax's dropout masks). At most about 8.5 minutes: 40 s of parity tests (XLA takes 5-10 s
 # per small program there), then rows started until a 400 s budget is spent (on an H100 a
 # BERT-base full row took 45 s, 34 s of it compiling, the frozen row about 25 s, the T5 row 2
 # minutes, the PyTorch rows about 100 s), so the last rows of the plan may be skipped; the
 # throughput run is killed at budget + 60 s, so the whole script takes at most about 520 s. Set
 # ABLATIONS=1 for every speed-option ablation (about 45 s each more). Everything it prints also
 # lands in $OUT (default benchmarks/results/gpu_check): gpu_check.log, parity.log,
-# throughput.{json,md}, and the optimized HLO of the BERT full and frozen and T5 steps
-# (hlo_*.txt.gz, for hlo_bytes.py).
+# throughput.{json,md}, and the optimized HLO of the BERT full and frozen steps (default and
+# cudnn_dropout) and of the T5 step (hlo_*.txt.gz, for hlo_bytes.py).
 #
 #   bash benchmarks/gpu_check.sh          # GPU preset when nvidia-smi sees a GPU, else CPU/tiny
 #   bash benchmarks/gpu_check.sh --cpu    # force the CPU path (tiny sizes): how CI tests it
@@ -61,9 +61,12 @@ jax.devices(), '| flax', flax.__version__, '| torch', torch.__version__, \
 # 1. Parity with HF PyTorch (float32, max abs diff <= 1e-4), JAX on this device. The real MiniLM
 #    test needs its asset package, which is not on the GPU machine (90 MB, over what travels).
 echo "== parity tests"
-# The cuDNN attention test first: it is the one only a GPU can run. Then dropout masks as the GPU
+# The cuDNN attention tests first: only a GPU can run them (cuDNN's dropout: new masks each step,
+# the backward's masks the forward's, each layer its own). Then dropout masks as the GPU
 # compiles them (rate and independence of neighbours).
 parity_tests=(tests/test_attention_kernels.py::test_cudnn_attention_matches_explicit_in_bf16
+  tests/test_attention_kernels.py::test_cudnn_dropout_masks_change_every_step_and_the_backward_uses_the_forward_mask
+  tests/test_attention_kernels.py::test_cudnn_dropout_bert_trains_and_its_layers_draw_their_own_masks
   "tests/test_dropout.py::test_each_element_is_kept_at_the_rate_and_independently_of_its_neighbours"
   tests/test_fused_ops.py tests/test_attention_kernels.py tests/test_bert_parity.py
   tests/test_t5_parity.py)
@@ -78,14 +81,16 @@ budget="${THROUGHPUT_BUDGET:-400}"
 cpu_extra=()
 [[ $mode == cpu ]] && cpu_extra=(--steps 2 --warmup 1 --no-torch_compile)
 # HF rows for the targets only (no PEFT LoRA: LoRA's target is against jaxft's own full step).
-extra=(--strategies full,frozen --hf_strategies full,frozen
-  --save_hlo bert_full,bert_frozen,t5_full "${cpu_extra[@]}")
-# In this order after full, frozen and T5: LoRA (its target is against jaxft's own full step),
-# the full and frozen steps with the softmax's own backward (layers.attention_probs_vjp), layer
-# scan (compile time), the full step with flax's dropout masks (one threefry hash per element:
-# the before of the 16-bit masks), and T5 with the softmax's own backward (a 2-minute row). At
-# the H100's row times the budget ends within the flax_dropout row.
-GPU_ROWS=lora:default,softmax_vjp,frozen:softmax_vjp,scan,flax_dropout,t5:softmax_vjp
+extra=(--strategies full,frozen --hf_strategies full,frozen --t5_last
+  --save_hlo bert_full,bert_frozen,bert_full_cudnn_dropout,bert_frozen_cudnn_dropout,t5_full
+  "${cpu_extra[@]}")
+# In this order after full and frozen: cuDNN's flash attention with cuDNN's dropout masks
+# (attention=cudnn_dropout) for the full, frozen, scanned (compile time) and LoRA steps, LoRA as
+# the library runs it (its target is against jaxft's own full step), the softmax with its own
+# backward (layers.attention_probs_vjp), flax's dropout masks (the before of the 16-bit masks);
+# then T5 (--t5_last: a 2-minute row, its target met on the H100 of 2026-11-27). At the H100's
+# row times the budget ends about there.
+GPU_ROWS=cudnn_dropout,frozen:cudnn_dropout,scan+cudnn_dropout,lora:cudnn_dropout,lora:default,softmax_vjp,flax_dropout
 [[ "${ABLATIONS:-0}" == 1 ]] || extra+=(--ablations "$GPU_ROWS")
 if [[ -n "${JAXFT_XLA_FLAGS:-}" ]]; then
   if XLA_FLAGS="$JAXFT_XLA_FLAGS" "$PY" -c "import jax, jax.numpy as jnp; \

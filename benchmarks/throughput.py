@@ -240,7 +240,7 @@ def jaxft_row(row: Row, shape: dict, steps: int, warmup: int, peak, hlo_dir: str
     print(f"  {row.arch} {row.strategy} {row.variant}: built in {row.build_s:.1f} s, "
           f"compiled in {row.compile_s:.1f} s", flush=True)  # fmt: skip
     if hlo_dir:
-        name = f"hlo_{row.arch}_{row.strategy}.txt.gz"
+        name = f"hlo_{hlo_name(row)}.txt.gz"
         (Path(hlo_dir) / name).write_bytes(gzip.compress(compiled.as_text().encode()))
     row.xla_flops = xla_flops(compiled)
     row.memory_gb = plan_bytes(compiled) / 1e9
@@ -252,6 +252,12 @@ def jaxft_row(row: Row, shape: dict, steps: int, warmup: int, peak, hlo_dir: str
         state, metrics = compiled(state, batch)
     jax.block_until_ready((state, metrics))
     return finish_row(row, (time.perf_counter() - start) / steps, peak)
+
+
+def hlo_name(row: Row) -> str:
+    """bert_full for a default row, bert_full_cudnn_dropout for an ablated one."""
+    name = f"{row.arch}_{row.strategy}"
+    return name if row.variant == "default" else f"{name}_{row.variant}"
 
 
 def xla_flops(compiled) -> float | None:
@@ -325,16 +331,12 @@ def plan(args) -> list[Row]:
     for item in (a for a in variants.split(",") if a):
         # "frozen:scan": the frozen row, scanned; "lora:default": the LoRA row, placed here;
         # "t5:softmax_vjp": the T5 full row, ablated
+        # "scan+cudnn_dropout": both
         strategy, _, a = item.rpartition(":")
-        if a not in ablations.ABLATIONS and a != "default":
-            choices = sorted(ablations.ABLATIONS)
-            raise SystemExit(f"unknown ablation {a!r}; choose from {choices}")
         arch = "t5" if strategy == "t5" else "bert"
-        if arch == "t5" and a not in ablations.T5_ABLATIONS:
-            choices = sorted(ablations.T5_ABLATIONS)
-            raise SystemExit(f"ablation {a!r} does not change a T5 step; choose from {choices}")
+        ablations.check(a, arch)
         if arch in args.only:
-            row_dtype = "float32" if a == "float32" else dtype
+            row_dtype = "float32" if "float32" in ablations.parts(a) else dtype
             dims = t5_dims if arch == "t5" else bert_dims
             strategy = "full" if arch == "t5" else strategy or "full"
             rows.append(Row("jaxft", arch, strategy, a, shape, dims, row_dtype))
@@ -448,8 +450,9 @@ def parse(argv=None):
     p.add_argument(
         "--save_hlo",
         default="",
-        help="comma list of ARCH_STRATEGY (bert_full,t5_full): those default jaxft rows write "
-        "their optimized HLO into --out as hlo_ARCH_STRATEGY.txt.gz (for hlo_bytes.py)",
+        help="comma list of ARCH_STRATEGY (bert_full,t5_full) or ARCH_STRATEGY_VARIANT "
+        "(bert_full_cudnn_dropout): those jaxft rows write their optimized HLO into --out as "
+        "hlo_NAME.txt.gz (for hlo_bytes.py)",
     )
     p.add_argument(
         "--hf_strategies", default=None, help="BERT strategies with an HF row (default: all)"
@@ -504,7 +507,7 @@ def main(argv=None) -> dict:
         done = [r for r in rows if r.framework == "hf" or r.samples_s or r.error]
         result = dict(meta, device=device_name("jaxft"), complete=final)
         result["rows"] = [dataclasses.asdict(r) for r in done]
-        result["ratios"] = report.ratios(done, ablations.ABLATIONS)
+        result["ratios"] = report.ratios(done)
         result["wall_s"] = time.monotonic() - start
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -517,7 +520,7 @@ def main(argv=None) -> dict:
     save_hlo = set(args.save_hlo.split(","))
 
     def runner(row, *rest):
-        keep = row.variant == "default" and f"{row.arch}_{row.strategy}" in save_hlo
+        keep = hlo_name(row) in save_hlo
         return jaxft_row(row, *rest, hlo_dir=args.out if keep else "")
 
     run_rows(jaxft_rows, args, runner, jaxft_deadline, on_row=lambda _: save(False))

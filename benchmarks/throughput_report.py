@@ -13,8 +13,9 @@ def format_row(r) -> str:
     )
 
 
-def ratios(rows: list, ablations) -> list[dict]:
-    """jaxft / HF per (arch, strategy), jaxft full / HF compile, jaxft LoRA / jaxft full."""
+def ratios(rows: list) -> list[dict]:
+    """jaxft / HF per (arch, strategy), jaxft full / HF compile, jaxft LoRA / jaxft full; of
+    each ablated row, default / ablated and ablated / HF."""
     ok = {(r.framework, r.arch, r.strategy, r.variant): r for r in rows if not r.error}
     out = []
 
@@ -45,21 +46,15 @@ def ratios(rows: list, ablations) -> list[dict]:
             ("jaxft", "bert", "full", "default"),
             1.3 if s == "lora" else None,
         )
-    for arch, s in [("bert", s) for s in ("full", "lora", "adapters", "frozen")] + [("t5", "full")]:
-        for a in ablations:
-            add(
-                f"{arch} {s} default / {a} (jaxft)",
-                ("jaxft", arch, s, "default"),
-                ("jaxft", arch, s, a),
-                None,
-            )
-    if ("jaxft", "bert", "full", "attn_fused") in ok:
-        add(
-            "bert full attn_fused / attn_explicit (jaxft)",
-            ("jaxft", "bert", "full", "attn_fused"),
-            ("jaxft", "bert", "full", "attn_explicit"),
-            None,
-        )
+    ablated = {k[1:] for k in ok if k[0] == "jaxft" and k[3] != "default"}
+    for arch, s, v in sorted(ablated):
+        add(f"{arch} {s} default / {v} (jaxft)", ("jaxft", arch, s, "default"),
+            ("jaxft", arch, s, v), None)  # fmt: skip
+        add(f"{arch} {s} {v} (jaxft) / HF eager", ("jaxft", arch, s, v), ("hf", arch, s, "eager"),
+            None)  # fmt: skip
+        if (arch, s) == ("bert", "full"):
+            add(f"bert full {v} (jaxft) / HF torch.compile", ("jaxft", arch, s, v),
+                ("hf", arch, s, "compile"), None)  # fmt: skip
     return out
 
 

@@ -17,6 +17,7 @@ from tests.conftest import needs_torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import ablations  # noqa: E402
+import gpu_hlo  # noqa: E402
 import hlo_bytes  # noqa: E402
 import mfu  # noqa: E402
 import throughput  # noqa: E402
@@ -103,27 +104,41 @@ def test_peak_flops_by_device_name():
 def test_gpu_check_plans_the_target_rows_first_then_its_ablations_in_order():
     script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
     gpu_rows = re.search(r"^GPU_ROWS=(\S+)$", script, re.MULTILINE).group(1)
-    args = throughput.parse(
-        ["--strategies", "full,frozen", "--hf_strategies", "full,frozen", "--ablations", gpu_rows]
-    )
+    assert "--t5_last" in script
+    args = throughput.parse(["--strategies", "full,frozen", "--hf_strategies", "full,frozen",
+                             "--t5_last", "--ablations", gpu_rows])  # fmt: skip
     order = [(r.framework, r.arch, r.strategy, r.variant) for r in throughput.plan(args)]
     jaxft = [row[1:] for row in order if row[0] == "jaxft"]
     assert jaxft == [
         ("bert", "full", "default"),
         ("bert", "frozen", "default"),
-        ("t5", "full", "default"),
+        ("bert", "full", "cudnn_dropout"),
+        ("bert", "frozen", "cudnn_dropout"),
+        ("bert", "full", "scan+cudnn_dropout"),
+        ("bert", "lora", "cudnn_dropout"),
         ("bert", "lora", "default"),
         ("bert", "full", "softmax_vjp"),
-        ("bert", "frozen", "softmax_vjp"),
-        ("bert", "full", "scan"),
         ("bert", "full", "flax_dropout"),
-        ("t5", "full", "softmax_vjp"),
+        ("t5", "full", "default"),
     ]
     assert ("hf", "t5", "full", "eager") in order and ("hf", "bert", "full", "compile") in order
     with pytest.raises(SystemExit, match="unknown ablation"):
         throughput.plan(throughput.parse(["--ablations", "frozen:fast"]))
     with pytest.raises(SystemExit, match="does not change a T5 step"):
         throughput.plan(throughput.parse(["--ablations", "t5:scan"]))
+    with pytest.raises(SystemExit, match="unknown ablation 'fast'"):
+        throughput.plan(throughput.parse(["--ablations", "scan+fast"]))
+
+
+def test_a_variant_combines_ablations():
+    settings = ablations.jaxft_settings("scan+cudnn_dropout+rbg", "bfloat16")
+    assert settings["scan_layers"] and settings["dropout_rng"] == "rbg"
+    assert settings["attention"] == "cudnn_dropout"
+    assert ablations.jaxft_settings("default", "bfloat16") == ablations.jaxft_settings(
+        "softmax_vjp", "bfloat16"
+    )  # swapped while tracing, not a setting
+    row = throughput.Row("jaxft", "bert", "full", "scan+cudnn_dropout", "tiny", (2, 8), "float32")
+    assert throughput.hlo_name(row) == "bert_full_scan+cudnn_dropout"
 
 
 @needs_torch
@@ -134,7 +149,8 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
         PYTHON=sys.executable,
         PARITY_SELECT="test_backbone_matches_hf and not roberta",
         THROUGHPUT_ARGS="--only bert --hf_strategies full,lora "
-        "--ablations flax_dropout,lora:default,lora:flax_dropout,softmax_vjp,autotune0",
+        "--ablations flax_dropout,lora:default,lora:flax_dropout,softmax_vjp,autotune0,"
+        "scan+cudnn_dropout",
         PROFILE="1",
     )
     done = subprocess.run(
@@ -158,6 +174,7 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
         ("jaxft", "lora", "flax_dropout"),
         ("jaxft", "full", "softmax_vjp"),
         ("jaxft", "full", "autotune0"),
+        ("jaxft", "full", "scan+cudnn_dropout"),
     }
     assert set(rows) == expected
     assert all(r["samples_s"] > 0 and not r["error"] for r in rows.values())
@@ -165,6 +182,7 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
     assert "bert full: jaxft / HF eager" in ratios
     assert "bert lora / bert full (jaxft)" in ratios
     assert "bert lora default / flax_dropout (jaxft)" in ratios
+    assert "bert full scan+cudnn_dropout (jaxft) / HF eager" in ratios
     saved = hlo_bytes.main([str(tmp_path / "hlo_bert_full.txt.gz")])
     assert saved["memory_bound_bytes"] > 0
     assert (tmp_path / "throughput.md").read_text().startswith("# Train-step throughput")
@@ -174,3 +192,13 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
     summary = hlo_bytes.main([str(hlo)])
     assert summary["memory_bound_bytes"] > 0
     assert any(k.startswith("bwd encoder/L/") for k in summary["groups"])
+
+
+def test_gpu_hlo_names_what_it_needs_without_the_cuda_plugin():
+    with pytest.raises(SystemExit, match="unknown ablation 'fast'"):
+        gpu_hlo.main(["--variants", "default,fast"])
+    try:
+        import jax_plugins.xla_cuda12  # noqa: F401
+    except ImportError:  # as in CI: one error that names the install
+        with pytest.raises(SystemExit, match="jax-cuda12-plugin"):
+            gpu_hlo.main(["--variants", "default"])
