@@ -11,8 +11,9 @@
 # throughput run is killed at budget + 60 s, so the whole script takes at most about 520 s. Set
 # ABLATIONS=1 for every speed-option ablation (about 45 s each more). Everything it prints also
 # lands in $OUT (default benchmarks/results/gpu_check): gpu_check.log, parity.log,
-# throughput.{json,md}, and the optimized HLO of the BERT full and frozen steps (default and
-# cudnn_dropout) and of the T5 step (hlo_*.txt.gz, for hlo_bytes.py).
+# throughput.{json,md}, the optimized HLO of the BERT full and frozen steps (default and
+# cudnn_dropout) and of the T5 step (hlo_*.txt.gz, for hlo_bytes.py), and the card's XLA target
+# config (gpu_target_config.pbtxt, for gpu_hlo.py --target).
 #
 #   bash benchmarks/gpu_check.sh          # GPU preset when nvidia-smi sees a GPU, else CPU/tiny
 #   bash benchmarks/gpu_check.sh --cpu    # force the CPU path (tiny sizes): how CI tests it
@@ -57,6 +58,14 @@ fi
 "$PY" -c "import jax, flax, torch, transformers, peft; print('jax', jax.__version__, \
 jax.devices(), '| flax', flax.__version__, '| torch', torch.__version__, \
 '| transformers', transformers.__version__, '| peft', peft.__version__)"
+
+if [[ $mode == gpu ]]; then  # the card as XLA reads it: benchmarks/gpu_hlo.py --target's input
+  rm -rf /tmp/jaxft_target
+  XLA_FLAGS="--xla_dump_to=/tmp/jaxft_target" "$PY" -c "import jax; jax.jit(lambda x: x + 1)(1.0)" \
+    >/dev/null 2>&1
+  cp "$(compgen -G '/tmp/jaxft_target/*gpu_target_config.pbtxt' | head -1)" \
+    "$OUT/gpu_target_config.pbtxt" 2>/dev/null || echo "(XLA wrote no target config)"
+fi
 
 # 1. Parity with HF PyTorch (float32, max abs diff <= 1e-4), JAX on this device. The real MiniLM
 #    test needs its asset package, which is not on the GPU machine (90 MB, over what travels).

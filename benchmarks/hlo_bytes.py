@@ -3,8 +3,10 @@ the model code that made it: a roofline estimate for memory-bound work that need
 
 Reads an `hlo_*.txt` written by `benchmarks/profile_step.py` (the compiled step's `as_text()`),
 takes every top-level instruction of its ENTRY computation that launches work (fusions, custom
-calls, copies, scatters), and counts its operands' and results' bytes: what the kernel must move
-through device memory at least once (of an operand a fusion only slices, the slices' bytes).
+calls, copies, scatters), and of the while loops it runs (scanned layers, once per trip), and
+counts its operands' and results' bytes: what the kernel must move through device memory at
+least once (of an operand a fusion only slices, the slices' bytes; of a buffer it updates in
+place, the update's).
 Library matmuls (cuBLAS) are listed apart: they are bound by FLOPs, and their scratch buffer is
 not traffic. Groups are the instruction's `op_name` metadata with layer indices folded, forward
 and backward apart, so "bwd encoder/L/intermediate" sums the feed-forward backward of all
@@ -86,12 +88,40 @@ def sliced_reads(body: list[str]) -> dict[int, int]:
     return reads
 
 
+def in_place_update(body: list[str]) -> tuple[int, int] | None:
+    """(buffer parameter number, update bytes) of a fusion whose root is a dynamic-update-slice
+    of one of its parameters (through a bitcast or not): XLA writes the update into that
+    buffer in place (a scan stacking one layer's residuals), so the kernel moves the update,
+    not the buffer."""
+    results, params = {}, {}
+    for line in body:
+        m = INSTRUCTION.match(line)
+        if not m:
+            continue
+        name, result, op, operands, _ = m.groups()
+        results[name] = shape_bytes(result)
+        if op == "parameter":
+            params[name] = int(operands)
+        elif op == "bitcast" and operands.lstrip("%") in params:
+            params[name] = params[operands.lstrip("%")]
+        elif line.lstrip().startswith("ROOT") and op == "dynamic-update-slice":
+            buffer, update = re.findall(r"%([\w.\-]+)", operands)[:2]
+            if buffer in params:
+                return params[buffer], results.get(update, 0)
+    return None
+
+
 def entry_kernels(hlo: str) -> list[dict]:
-    """Every work-launching instruction of the ENTRY computation: name, op, bytes, op_name."""
+    """Every work-launching instruction of the ENTRY computation, and of the bodies of the
+    while loops it runs (scanned layers) once per trip: name, op, bytes, op_name, launches."""
     entry = hlo[hlo.index("\nENTRY") :]
     bodies = computations(hlo[: hlo.index("\nENTRY")])
     header, *lines = entry.split("\n")
     sizes = {name: shape_bytes(typ) for name, typ in re.findall(r"([\w.\-]+): ([^,)]+\])", header)}
+    return _kernels(lines, bodies, sizes, 1)
+
+
+def _kernels(lines: list[str], bodies: dict, sizes: dict, trips: int) -> list[dict]:
     kernels = []
     for line in lines:
         m = INSTRUCTION.match(line)
@@ -103,18 +133,30 @@ def entry_kernels(hlo: str) -> list[dict]:
         sizes[name] = shape_bytes(result, skip_scratch=matmul)
         if op in NO_WORK:
             continue
+        if op == "while":  # its body's kernels, once per trip (1 when XLA does not know)
+            body = re.search(r"body=%([\w.\-]+)", attrs).group(1)
+            n = re.search(r'known_trip_count":\{"n":"(\d+)"', attrs)
+            n = int(n.group(1)) if n else 1
+            kernels += _kernels(bodies.get(body, []), bodies, sizes, trips * n)
+            continue
         calls = re.search(r"calls=%([\w.\-]+)", attrs)
-        sliced = sliced_reads(bodies.get(calls.group(1), [])) if op == "fusion" and calls else {}
+        body = bodies.get(calls.group(1), []) if op == "fusion" and calls else []
+        read_as = sliced_reads(body)
+        written = sizes[name]
+        update = in_place_update(body)
+        if update:
+            read_as[update[0]], written = 0, update[1]
         names = re.findall(r"%([\w.\-]+)", operands)
-        read = sum(sliced.get(i, sizes.get(o, 0)) for i, o in enumerate(names))
+        read = sum(read_as.get(i, sizes.get(o, 0)) for i, o in enumerate(names))
         op_name = re.search(r'op_name="([^"]*)"', attrs)
         kernels.append(
             dict(
                 name=name,
                 op=op,
-                bytes=read + sizes[name],
+                bytes=(read + written) * trips,
                 matmul=matmul or "gemm" in name,
                 op_name=op_name.group(1) if op_name else "",
+                launches=trips,
             )
         )
     return kernels
@@ -135,9 +177,10 @@ def summarize(kernels: list[dict], depth: int = 3) -> dict:
     for k in kernels:
         key = "library matmuls" if k["matmul"] else group_of(k["op_name"], depth)
         groups[key][0] += k["bytes"]
-        groups[key][1] += 1
+        groups[key][1] += k.get("launches", 1)
     other = sum(b for key, (b, _) in groups.items() if key != "library matmuls")
-    return dict(groups=dict(groups), memory_bound_bytes=other, kernels=len(kernels))
+    launches = sum(k.get("launches", 1) for k in kernels)
+    return dict(groups=dict(groups), memory_bound_bytes=other, kernels=launches)
 
 
 def report(summary: dict, bandwidth_tb_s: float, top: int) -> str:

@@ -94,6 +94,21 @@ def test_hlo_bytes_charges_a_fusion_that_slices_an_operand_for_the_slice_only():
     assert kernel["bytes"] == 64 + 16 + 64
 
 
+def test_hlo_bytes_counts_a_loop_body_once_per_trip_and_in_place_updates_at_their_size():
+    def scanned(x):  # as scan_layers: 8 trips, each stacking its output into a [8, ...] buffer
+        step = lambda c, _: (jnp.sin(c) * 2.0, jnp.sin(c) * 2.0)
+        return jax.lax.scan(step, x, None, length=8)
+
+    x = jnp.ones((1000, 100))
+    kernels = hlo_bytes.entry_kernels(jax.jit(scanned).lower(x).compile().as_text())
+    in_loop = [k for k in kernels if k["launches"] == 8]
+    assert in_loop and all(k["launches"] in (1, 8) for k in kernels)
+    stacking = [k for k in in_loop if "update" in k["name"] or "dynamic" in k["name"]]
+    assert stacking, [k["name"] for k in in_loop]
+    # each trip moves one [1000, 100] float32 slice (400 kB) in and out, not the 3.2 MB buffer
+    assert all(k["bytes"] / 8 < 3 * x.nbytes for k in stacking)
+
+
 def test_peak_flops_by_device_name():
     assert mfu.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16", 0) == 989e12
     assert mfu.peak_flops("NVIDIA H200", "float32", 0) == 494e12
