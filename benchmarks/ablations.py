@@ -22,6 +22,8 @@ ABLATIONS = {
     "autotune0": "compiled with xla_gpu_autotune_level=0 (library GEMM heuristics, no autotuning)",
     "softmax_vjp": "attention softmax and dropout with their own backward (attention_probs_vjp)",
     "cudnn_dropout": "attention='cudnn_dropout': cuDNN flash attention with cuDNN's dropout",
+    "no_dot_merger": "compiled with xla_gpu_dot_merger_threshold_mb=0 (Q, K, V matmuls apart, "
+    "each with its bias in its epilogue)",
 }
 # The ablations that change a T5 step too (scan, remat and the attention kernels are BERT options).
 T5_ABLATIONS = {"rbg", "float32", "autodiff_ops", "flax_dropout", "autotune0", "softmax_vjp"}
@@ -124,11 +126,15 @@ def compile_step(train_step, state, batch, variant: str):
     import jax
 
     on = parts(variant)
-    options = {"xla_gpu_autotune_level": 0} if "autotune0" in on else None
+    options = {}
+    if "autotune0" in on:
+        options["xla_gpu_autotune_level"] = 0
+    if "no_dot_merger" in on:
+        options["xla_gpu_dot_merger_threshold_mb"] = 0
     with (
         autodiff_ops("autodiff_ops" in on),
         flax_dropout("flax_dropout" in on),
         softmax_vjp("softmax_vjp" in on),
     ):
         lowered = jax.jit(train_step, donate_argnums=0).lower(state, batch)
-        return lowered.compile(compiler_options=options)
+        return lowered.compile(compiler_options=options or None)

@@ -129,6 +129,8 @@ def test_gpu_check_plans_the_target_rows_first_then_its_ablations_in_order():
         ("bert", "frozen", "default"),
         ("bert", "full", "cudnn_dropout"),
         ("bert", "frozen", "cudnn_dropout"),
+        ("bert", "frozen", "cudnn_dropout+no_dot_merger"),
+        ("bert", "full", "cudnn_dropout+no_dot_merger"),
         ("bert", "full", "scan+cudnn_dropout"),
         ("bert", "lora", "cudnn_dropout"),
         ("bert", "lora", "default"),
