@@ -131,7 +131,7 @@ def test_gpu_check_plans_the_target_rows_first_then_its_ablations_in_order():
         ("bert", "frozen", "cudnn_dropout"),
         ("bert", "frozen", "cudnn_dropout+no_dot_merger"),
         ("bert", "full", "cudnn_dropout+no_dot_merger"),
-        ("bert", "full", "scan+cudnn_dropout"),
+        ("bert", "full", "cudnn_dropout+no_dot_merger+autotune0"),
         ("bert", "lora", "cudnn_dropout"),
         ("bert", "lora", "default"),
         ("bert", "full", "softmax_vjp"),
