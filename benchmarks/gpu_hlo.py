@@ -22,6 +22,7 @@ use it (about 1.6 GB, not in the project's requirements; no GPU or driver needed
 import argparse
 import contextlib
 import gzip
+import sys
 import time
 from pathlib import Path
 
@@ -93,8 +94,12 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--variants", default="default", help="comma list of throughput.py variants")
     p.add_argument("--preset", default="gpu", choices=sorted(throughput.PRESETS))
     p.add_argument("--bandwidth", type=float, default=3.35, help="TB/s, for the ms column")
-    p.add_argument("--out", default="", help="folder for hlo_ARCH_STRATEGY_VARIANT.txt.gz")
+    p.add_argument(
+        "--out", default="", help="folder for the table (gpu_hlo_ARCH_STRATEGY.md) and each HLO"
+    )
     args = p.parse_args(argv)
+    import jax
+
     variants = [v for v in args.variants.split(",") if v]
     for v in variants:
         ablations.check(v, args.arch)
@@ -102,22 +107,33 @@ def main(argv=None) -> list[dict]:
     preset = throughput.PRESETS[args.preset]
     shape = throughput.SHAPES[preset["shape"]][0 if args.arch == "bert" else 1]
     dims = preset[args.arch]
-    print(f"{args.arch} {args.strategy} {dims} bf16, compiled for {device.device_kind}")
-    print("| variant | compile s (here) | kernels | GB outside matmuls | ms at bandwidth |")
-    print("|---|---|---|---|---|")
+    lines = [
+        f"{args.arch} {args.strategy}, {' x '.join(map(str, dims))}, bf16, compiled for "
+        f"{device.device_kind} without one (jax {jax.__version__}; "
+        f"`python benchmarks/gpu_hlo.py {' '.join(sys.argv[1:] if argv is None else argv)}`)",
+        "",
+        "| variant | compile s (here) | kernels | GB outside matmuls "
+        f"| ms at {args.bandwidth} TB/s |",
+        "|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
     results = []
     for v in variants:
         seconds, compiled = compile_row(device, args.arch, args.strategy, v, dims, shape)
         hlo = compiled.as_text()
         summary = hlo_bytes.summarize(hlo_bytes.entry_kernels(hlo))
         gb = summary["memory_bound_bytes"] / 1e9
-        print(f"| {v} | {seconds:.1f} | {summary['kernels']} | {gb:.2f} | "
-              f"{gb / args.bandwidth:.2f} |", flush=True)  # fmt: skip
+        lines.append(f"| {v} | {seconds:.1f} | {summary['kernels']} | {gb:.2f} | "
+                     f"{gb / args.bandwidth:.2f} |")  # fmt: skip
+        print(lines[-1], flush=True)
         results.append(dict(variant=v, compile_s=seconds, **summary))
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             name = f"hlo_{args.arch}_{args.strategy}_{v}.txt.gz"
             (Path(args.out) / name).write_bytes(gzip.compress(hlo.encode()))
+    if args.out:
+        table = Path(args.out) / f"gpu_hlo_{args.arch}_{args.strategy}.md"
+        table.write_text("\n".join(lines) + "\n")
     return results
 
 
