@@ -478,8 +478,8 @@ def fused_attention(
     from Philox counters, not from jaxft's dropout key: `seed` is a compile-time constant of the
     call and XLA advances the counter's offset at every execution of the compiled step, the
     forward and backward kernels in step, so each step draws new masks. They are a function of
-    the seed and of how many steps this process has run: a resumed run, or another device,
-    draws them anew from offset 0.
+    the seed and of how many steps this process has run: a resumed run starts again from
+    offset 0, and data-parallel devices draw the same masks.
     """
     lengths = jnp.sum(attention_mask, axis=-1, dtype=jnp.int32)
     if not dropout_rate:
