@@ -146,6 +146,9 @@ def test_attention_kernel_choice():
     assert layers.attention_kernel("cudnn_dropout", bf16, 64, False) == cudnn
     assert layers.attention_kernel("cudnn_dropout", jnp.float32, 64, True) is None
     assert layers.attention_kernel("cudnn_dropout", bf16, 64, True, prefixed=True) is None
+    # under lax.scan cuDNN's mask counter would pair a layer's backward with another's forward
+    assert layers.attention_kernel("cudnn_dropout", bf16, 64, True, scanned=True) is None
+    assert layers.attention_kernel("cudnn_dropout", bf16, 64, False, scanned=True) == cudnn
     with pytest.raises(ValueError, match="unknown attention"):
         layers.attention_kernel("flash", bf16, 64, False)
 

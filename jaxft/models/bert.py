@@ -151,7 +151,9 @@ class SelfAttention(nn.Module):
             k = jnp.concatenate([prefix("prefix_key"), k], axis=1)
             v = jnp.concatenate([prefix("prefix_value"), v], axis=1)
         rate = 0.0 if deterministic else c.attention_probs_dropout_prob
-        kernel = attention_kernel(c.attention, q.dtype, c.head_dim, rate > 0, prefixed)
+        kernel = attention_kernel(
+            c.attention, q.dtype, c.head_dim, rate > 0, prefixed, scanned=c.scan_layers
+        )
         if kernel is not None:
             seed = layers_lib.call_seed(c.dropout_seed, self.scope.path)
             context = fused_attention(q, k, v, mask, kernel, rate, seed)

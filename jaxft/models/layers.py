@@ -439,7 +439,7 @@ def on_gpu() -> bool:
 
 
 def attention_kernel(
-    option: str, dtype, head_dim: int, dropout: bool, prefixed: bool = False
+    option: str, dtype, head_dim: int, dropout: bool, prefixed: bool = False, scanned: bool = False
 ) -> str | None:
     """Which fused implementation runs attention, or None for the explicit
     einsum-softmax-einsum (the one that supports jaxft's dropout masks and learned prefixes).
@@ -453,6 +453,9 @@ def attention_kernel(
 
     With `dropout` on ("cudnn_dropout" aside) or learned prefixes, the explicit path: neither
     `jax.nn.dot_product_attention` implementation has dropout or takes a non-right-padded mask.
+    Layers `scanned` by lax.scan keep the explicit path for dropout too: one cuDNN call in the
+    loop body advances its mask counter once per layer, forward in layer order and backward in
+    reverse, so the backward pass of a layer would not drop what its forward pass dropped.
     """
     if option not in ATTENTION_OPTIONS:
         raise ValueError(f"unknown attention {option!r}; choose from {ATTENTION_OPTIONS}")
@@ -461,7 +464,7 @@ def attention_kernel(
     half = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
     cudnn_ok = on_gpu() and half and head_dim % 8 == 0 and head_dim <= 128
     if dropout:
-        return "cudnn" if option == "cudnn_dropout" and cudnn_ok else None
+        return "cudnn" if option == "cudnn_dropout" and cudnn_ok and not scanned else None
     if option == "fused":
         return "cudnn" if cudnn_ok else "xla"
     return "cudnn" if cudnn_ok else None
