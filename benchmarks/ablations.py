@@ -25,8 +25,9 @@ ABLATIONS = {
     "no_dot_merger": "compiled with xla_gpu_dot_merger_threshold_mb=0 (Q, K, V matmuls apart, "
     "each with its bias in its epilogue)",
 }
-# The ablations that change a T5 step too (scan, remat and the attention kernels are BERT options).
-T5_ABLATIONS = {"rbg", "float32", "autodiff_ops", "flax_dropout", "autotune0", "softmax_vjp"}
+# The ablations that change a T5 step too (scan, remat and attn_* are BERT options).
+T5_ABLATIONS = {"rbg", "float32", "autodiff_ops", "flax_dropout", "autotune0", "softmax_vjp",
+                "cudnn_dropout"}  # fmt: skip
 
 
 @contextlib.contextmanager

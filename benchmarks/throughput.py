@@ -176,7 +176,7 @@ def _build(arch: str, shape: dict, strategy: str, settings: dict):
         )
         model = bert.BertModel(config, head=heads.HeadConfig(num_labels=2), dtype=dtype)
     else:
-        model = t5.T5Model(t5.T5Config(**shape), dtype=dtype)
+        model = t5.T5Model(t5.T5Config(**shape, attention=settings["attention"]), dtype=dtype)
     strategy_cfg = strategy_config(strategy)
     model = loop.with_strategy(model, strategy_cfg)
     key = jax.random.key(0)

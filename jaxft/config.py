@@ -27,8 +27,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.dtype = "float32"  # compute dtype: float32 | bfloat16 (loss, softmax, norms stay float32)
     c.param_dtype = "float32"  # storage of frozen leaves: float32 | bfloat16 (trained: float32)
     c.seed = 0  # seeds init, dropout and data order
-    # Speed options (BERT family; results equal up to float rounding, dropout masks aside):
-    # auto (cuDNN flash on GPU in bf16 where no dropout) | explicit | fused | cudnn_dropout
+    # Speed options (results equal up to float rounding, dropout masks aside; scan_layers and
+    # remat: BERT family). auto (BERT: cuDNN flash on GPU in bf16 where no dropout; T5: explicit)
+    # | explicit | fused | cudnn_dropout (cuDNN flash with cuDNN's dropout masks in training too)
     c.attention = "auto"
     c.scan_layers = False  # compile one layer body and run it with lax.scan over the layers
     c.remat = "none"  # none | full | dots: recompute activations in backward (less memory)

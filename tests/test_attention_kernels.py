@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from jaxft import peft
-from jaxft.models import bert, heads, layers
+from jaxft.models import bert, heads, layers, t5
 from jaxft.train import state as state_lib
 from jaxft.train import step
 
@@ -47,6 +47,13 @@ def _outputs_and_grads(model, params):
 
     (_, out), grads = jax.value_and_grad(loss, has_aux=True)(params)
     return out, grads
+
+
+def _relative(a, b):
+    """Relative distance of two pytrees, all leaves together (bf16 against float32 paths)."""
+    a, b = (jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(t)]) for t in (a, b))
+    a, b = a.astype(jnp.float32), b.astype(jnp.float32)
+    return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(a))
 
 
 def _max_diff(a, b):
@@ -145,7 +152,7 @@ def test_attention_kernel_choice():
     assert layers.attention_kernel("cudnn_dropout", bf16, 64, True) == cudnn
     assert layers.attention_kernel("cudnn_dropout", bf16, 64, False) == cudnn
     assert layers.attention_kernel("cudnn_dropout", jnp.float32, 64, True) is None
-    assert layers.attention_kernel("cudnn_dropout", bf16, 64, True, prefixed=True) is None
+    assert layers.attention_kernel("cudnn_dropout", bf16, 64, True, explicit_only=True) is None
     # under lax.scan cuDNN's mask counter would pair a layer's backward with another's forward
     assert layers.attention_kernel("cudnn_dropout", bf16, 64, True, scanned=True) is None
     assert layers.attention_kernel("cudnn_dropout", bf16, 64, False, scanned=True) == cudnn
@@ -156,7 +163,7 @@ def test_attention_kernel_choice():
 def test_fused_attention_refuses_dropout_outside_cudnn():
     q = jnp.ones((1, 4, 2, 8))
     with pytest.raises(ValueError, match="cuDNN only"):
-        layers.fused_attention(q, q, q, jnp.ones((1, 4)), "xla", dropout_rate=0.1)
+        layers.fused_attention(q, q, q, jnp.array([4]), "xla", dropout_rate=0.1)
 
 
 def test_call_seeds_differ_by_layer_and_by_run_seed():
@@ -198,13 +205,9 @@ def test_cudnn_attention_matches_explicit_in_bf16():
         (_, h), g = jax.value_and_grad(loss, has_aux=True)(params)
         return np.asarray(h)[keep], g
 
-    def relative(a, b):
-        a, b = (jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(t)]) for t in (a, b))
-        return float(jnp.linalg.norm(a.astype(jnp.float32) - b) / jnp.linalg.norm(a))
-
     (a, grads_a), (b, grads_b) = hidden_and_grads(explicit), hidden_and_grads(fused)
-    assert relative(a, b) < 2e-2
-    assert relative(grads_a, grads_b) < 3e-2  # all gradients together: some are ~0 in theory
+    assert _relative(a, b) < 2e-2
+    assert _relative(grads_a, grads_b) < 3e-2  # all gradients together: some are ~0 in theory
 
 
 def _cudnn_dropout_attention(rate, seed=7, batch=2, length=64, heads=2):
@@ -216,11 +219,11 @@ def _cudnn_dropout_attention(rate, seed=7, batch=2, length=64, heads=2):
     eye = jnp.broadcast_to(jnp.eye(length, 64, dtype=jnp.bfloat16)[None, :, None, :],
                            (batch, length, heads, 64))  # fmt: skip
     w = jnp.asarray(rng.normal(size=(batch, length, heads, 64)), jnp.bfloat16)
-    mask = jnp.ones((batch, length), jnp.int32)
+    lengths = jnp.full((batch,), length, jnp.int32)
 
     @jax.jit
     def probs_and_grad(v):
-        attend = lambda v: layers.fused_attention(q, k, v, mask, "cudnn", rate, seed)
+        attend = lambda v: layers.fused_attention(q, k, v, lengths, "cudnn", rate, seed)
         out, vjp = jax.vjp(attend, v)
         return out, vjp(w)[0]
 
@@ -260,3 +263,84 @@ def test_cudnn_dropout_bert_trains_and_its_layers_draw_their_own_masks():
     first, second = apply(params), apply(params)
     assert np.all(np.isfinite(np.asarray(first, np.float32)))
     assert not np.array_equal(np.asarray(first), np.asarray(second))
+
+
+T5_CONFIG = t5.T5Config(vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                        num_decoder_layers=2, num_heads=4, dropout_rate=0.0)  # fmt: skip
+
+
+def _t5_outputs_and_grads(attention, dtype=jnp.float32, target=7):
+    """Logits and gradients of a T5 with right-padded encoder and decoder masks."""
+    rng = np.random.default_rng(0)
+    ids = jnp.asarray(rng.integers(2, 100, (3, 10)), jnp.int32)
+    mask = jnp.ones_like(ids).at[1, 6:].set(0).at[2, 3:].set(0)
+    labels = jnp.asarray(rng.integers(2, 100, (3, target)), jnp.int32)
+    decoder_mask = jnp.ones_like(labels).at[0, 5:].set(0)
+    model = t5.T5Model(dataclasses.replace(T5_CONFIG, attention=attention), dtype=dtype)
+    params = t5.T5Model(T5_CONFIG).init(jax.random.key(0), ids, decoder_input_ids=labels)
+    params = params["params"]
+
+    def loss(p):
+        logits = model.apply({"params": p}, ids, attention_mask=mask, decoder_input_ids=labels,
+                             decoder_attention_mask=decoder_mask).logits  # fmt: skip
+        return jnp.sum(logits * decoder_mask[..., None]), logits
+
+    (_, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    return np.asarray(logits, np.float32)[np.asarray(decoder_mask, bool)], grads
+
+
+def test_t5_fused_attention_gives_the_explicit_outputs_and_gradients():
+    """Position bias (and its gradient), encoder padding, causal decoder with padding and
+    cross-attention over padded memory, through jax.nn.dot_product_attention (XLA's
+    implementation here, cuDNN's on a GPU in bf16)."""
+    logits, grads = _t5_outputs_and_grads("explicit")
+    fused_logits, fused_grads = _t5_outputs_and_grads("fused")
+    np.testing.assert_allclose(fused_logits, logits, atol=1e-5)
+    jax.tree_util.tree_map(  # float32 rounding of gradients up to ~40 in size
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), fused_grads, grads
+    )
+    position_grad = grads["encoder"]["relative_attention_bias"]["embedding"]
+    assert float(jnp.abs(position_grad).max()) > 0  # the bias gradient is compared, not zero
+    # auto is explicit for T5: cuDNN only when asked for
+    auto_logits, _ = _t5_outputs_and_grads("auto")
+    np.testing.assert_array_equal(auto_logits, logits)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="cuDNN's fused attention needs an NVIDIA GPU")
+def test_t5_cudnn_attention_matches_explicit_in_bf16():
+    """cuDNN with T5's position bias (and its gradient), causal decoder and cross-attention;
+    even lengths (cuDNN trains with a bias only over those) and, in the odd-length call, the
+    explicit path."""
+    for target in (8, 7):
+        logits, grads = _t5_outputs_and_grads("explicit", jnp.bfloat16, target)
+        fused_logits, fused_grads = _t5_outputs_and_grads("fused", jnp.bfloat16, target)
+        assert _relative(logits, fused_logits) < 2e-2
+        assert _relative(grads, fused_grads) < 3e-2
+
+
+@pytest.mark.skipif(not ON_GPU, reason="cuDNN's dropout needs an NVIDIA GPU")
+def test_t5_cudnn_dropout_trains_and_draws_new_masks_each_step():
+    config = dataclasses.replace(T5_CONFIG, attention="cudnn_dropout", dropout_rate=0.5)
+    model = t5.T5Model(config, dtype=jnp.bfloat16)
+    ids = jnp.asarray(np.random.default_rng(0).integers(2, 100, (2, 16)), jnp.int32)
+    params = t5.T5Model(T5_CONFIG).init(jax.random.key(0), ids, decoder_input_ids=ids[:, :8])
+
+    @jax.jit
+    def loss_and_grads(p):
+        def loss(p):
+            rngs = {"dropout": jax.random.key(1)}
+            out = model.apply(
+                {"params": p}, ids, decoder_input_ids=ids[:, :8], deterministic=False, rngs=rngs
+            )
+            return jnp.mean(out.logits.astype(jnp.float32) ** 2)
+
+        return jax.value_and_grad(loss)(p)
+
+    hlo = loss_and_grads.lower(params["params"]).compile().as_text()
+    assert "fmhaScaleBiasSoftmaxDropoutBackward" in hlo  # position bias, dropout, backward
+    assert "fmhaSoftmaxDropout" in hlo  # cross-attention: no bias
+    (first, grads), (second, _) = loss_and_grads(params["params"]), loss_and_grads(params["params"])
+    assert np.isfinite(float(first)) and float(first) != float(second)
+    assert all(
+        np.all(np.isfinite(np.asarray(g, np.float32))) for g in jax.tree_util.tree_leaves(grads)
+    )

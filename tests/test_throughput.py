@@ -136,6 +136,7 @@ def test_gpu_check_plans_the_target_rows_first_then_its_ablations_in_order():
         ("bert", "lora", "default"),
         ("bert", "full", "softmax_vjp"),
         ("bert", "full", "flax_dropout"),
+        ("t5", "full", "cudnn_dropout"),
         ("t5", "full", "default"),
     ]
     assert ("hf", "t5", "full", "eager") in order and ("hf", "bert", "full", "compile") in order

@@ -156,7 +156,7 @@ class SelfAttention(nn.Module):
         )
         if kernel is not None:
             seed = layers_lib.call_seed(c.dropout_seed, self.scope.path)
-            context = fused_attention(q, k, v, mask, kernel, rate, seed)
+            context = fused_attention(q, k, v, layers_lib.key_lengths(mask), kernel, rate, seed)
         else:
             bias = attention_bias(mask)  # learned prefixes, in front, are always attended to
             bias = jnp.pad(bias, [(0, 0)] * 3 + [(k.shape[1] - bias.shape[-1], 0)])

@@ -439,10 +439,16 @@ def on_gpu() -> bool:
 
 
 def attention_kernel(
-    option: str, dtype, head_dim: int, dropout: bool, prefixed: bool = False, scanned: bool = False
+    option: str,
+    dtype,
+    head_dim: int,
+    dropout: bool,
+    explicit_only: bool = False,
+    scanned: bool = False,
 ) -> str | None:
     """Which fused implementation runs attention, or None for the explicit
-    einsum-softmax-einsum (the one that supports jaxft's dropout masks and learned prefixes).
+    einsum-softmax-einsum (the one that supports jaxft's dropout masks, learned prefixes and
+    decode caches).
 
     - "explicit": always the einsum path;
     - "fused": `jax.nn.dot_product_attention`: cuDNN's flash kernel on GPU in bf16/fp16, XLA's
@@ -451,15 +457,16 @@ def attention_kernel(
     - "cudnn_dropout": as "auto", and with attention `dropout` on, cuDNN's flash kernel with
       cuDNN's own dropout (`fused_attention`'s `dropout_rate`) instead of the explicit path.
 
-    With `dropout` on ("cudnn_dropout" aside) or learned prefixes, the explicit path: neither
-    `jax.nn.dot_product_attention` implementation has dropout or takes a non-right-padded mask.
-    Layers `scanned` by lax.scan keep the explicit path for dropout too: one cuDNN call in the
-    loop body advances its mask counter once per layer, forward in layer order and backward in
-    reverse, so the backward pass of a layer would not drop what its forward pass dropped.
+    With `dropout` on ("cudnn_dropout" aside) or `explicit_only` (learned prefixes, a decode
+    cache), the explicit path: neither `jax.nn.dot_product_attention` implementation has
+    dropout or takes a non-right-padded mask. Layers `scanned` by lax.scan keep the explicit
+    path for dropout too: one cuDNN call in the loop body advances its mask counter once per
+    layer, forward in layer order and backward in reverse, so the backward pass of a layer
+    would not drop what its forward pass dropped.
     """
     if option not in ATTENTION_OPTIONS:
         raise ValueError(f"unknown attention {option!r}; choose from {ATTENTION_OPTIONS}")
-    if option == "explicit" or prefixed:
+    if option == "explicit" or explicit_only:
         return None
     half = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
     cudnn_ok = on_gpu() and half and head_dim % 8 == 0 and head_dim <= 128
@@ -470,12 +477,29 @@ def attention_kernel(
     return "cudnn" if cudnn_ok else None
 
 
+def key_lengths(attention_mask: jax.Array) -> jax.Array:
+    """Per-row count of attended keys: the padding of a right-padded [batch, keys] mask, the
+    only kind jaxft's batching makes."""
+    return jnp.sum(attention_mask, axis=-1, dtype=jnp.int32)
+
+
 def fused_attention(
-    q, k, v, attention_mask, implementation: str, dropout_rate: float = 0.0, seed: int = 0
+    q,
+    k,
+    v,
+    lengths,
+    implementation: str,
+    dropout_rate: float = 0.0,
+    seed: int = 0,
+    *,
+    bias=None,
+    causal: bool = False,
+    scale: float | None = None,
 ) -> jax.Array:
-    """softmax(q·k/sqrt(d)) v with padding given as per-row key lengths, so cuDNN runs its
-    padded flash kernel instead of reading a bias. The lengths are the mask's row sums, which
-    assumes right padding, the only kind jaxft's batching makes.
+    """softmax(scale q·k + bias) v over each row's first `lengths` keys (and, `causal`, none
+    after the query), with `scale` 1/sqrt(head dim) unless given: padding as key lengths, so
+    cuDNN runs its padded flash kernel instead of reading a mask. `bias` [1 or batch, heads,
+    queries, keys] is added to the scores and differentiated (T5's relative positions).
 
     With `dropout_rate`, cuDNN drops attention probabilities itself (cuDNN only). Its masks come
     from Philox counters, not from jaxft's dropout key: `seed` is a compile-time constant of the
@@ -484,10 +508,18 @@ def fused_attention(
     the seed and of how many steps this process has run: a resumed run starts again from
     offset 0, and data-parallel devices draw the same masks.
     """
-    lengths = jnp.sum(attention_mask, axis=-1, dtype=jnp.int32)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    bias = None if bias is None else bias.astype(q.dtype)
     if not dropout_rate:
         return jax.nn.dot_product_attention(
-            q, k, v, key_value_seq_lengths=lengths, implementation=implementation
+            q,
+            k,
+            v,
+            bias=bias,
+            scale=scale,
+            is_causal=causal,
+            key_value_seq_lengths=lengths,
+            implementation=implementation,
         )
     if implementation != "cudnn":
         raise ValueError(f"attention dropout runs in cuDNN only, not {implementation!r}")
@@ -498,10 +530,11 @@ def fused_attention(
         q,
         k,
         v,
+        bias=bias,
         q_seqlen=jnp.full_like(lengths, q.shape[1]),
         kv_seqlen=lengths,
-        scale=q.shape[-1] ** -0.5,
-        mask_type=cudnn.MaskType.PADDING,
+        scale=scale,
+        mask_type=cudnn.MaskType.PADDING_CAUSAL if causal else cudnn.MaskType.PADDING,
         seed=seed,
         dropout_rate=dropout_rate,
         qkv_layout="BTNH",

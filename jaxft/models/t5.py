@@ -20,7 +20,7 @@ are not scaled by 1/sqrt(d) (T5 folds that into its initialisation); softmax run
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -58,6 +58,10 @@ class T5Config:
     # Set by strategies, not read from Hugging Face configs:
     lora_dropout: float = 0.0
     adapter_activation: str = "relu"
+    # Set by the experiment: explicit (also what auto means for T5) | fused | cudnn_dropout, see
+    # layers.attention_kernel; the run's seed, for cuDNN's attention dropout
+    attention: str = "auto"
+    dropout_seed: int = 0
 
     @classmethod
     def from_hf_config(cls, hf: dict[str, Any]) -> "T5Config":
@@ -109,6 +113,17 @@ def mask_bias(keep):
     return jnp.where(keep, 0.0, jnp.finfo(jnp.float32).min)
 
 
+class Masking(NamedTuple):
+    """What one attention of a stack attends to, for either path: additive `biases` for the
+    explicit softmax, or for a fused kernel the keys' `lengths` (right padding; None where only
+    the explicit path applies, in a decode cache), T5's `position_bias` and `causal`."""
+
+    biases: tuple
+    lengths: jax.Array | None = None
+    position_bias: jax.Array | None = None
+    causal: bool = False
+
+
 class RMSNorm(nn.Module):
     """x / rms(x) * scale, in float32 (T5's LayerNorm: no mean subtraction, no bias)."""
 
@@ -133,7 +148,7 @@ class Attention(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, kv, biases, deterministic, decode=False, cross=False):
+    def __call__(self, x, kv, masking: Masking, deterministic, decode=False, cross=False):
         c = self.config
         # Hugging Face's T5 init: q carries the 1/sqrt(d_kv) that T5 leaves out of attention.
         stds = {
@@ -173,12 +188,32 @@ class Attention(nn.Module):
                 cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v, at)
                 index.value = index.value + k.shape[1]
                 k, v = cached_k.value, cached_v.value
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k)
-        drop = Dropout(c.dropout_rate)
-        probs = layers_lib.attention_probs(
-            scores, biases, 1.0, drop.rate, drop.key(deterministic), self.dtype
-        )
-        context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+        rate = 0.0 if deterministic else c.dropout_rate
+        option = "explicit" if c.attention == "auto" else c.attention  # cuDNN when asked for
+        # cuDNN trains with a bias only over even lengths
+        odd = q.shape[1] % 2 or k.shape[1] % 2
+        explicit_only = decode or masking.lengths is None or bool(odd)
+        kernel = layers_lib.attention_kernel(option, q.dtype, c.d_kv, rate > 0, explicit_only)
+        if kernel is not None:
+            context = layers_lib.fused_attention(
+                q,
+                k,
+                v,
+                masking.lengths,
+                kernel,
+                rate,
+                layers_lib.call_seed(c.dropout_seed, self.scope.path),
+                bias=masking.position_bias,
+                causal=masking.causal,
+                scale=1.0,
+            )
+        else:
+            scores = jnp.einsum("bqhd,bkhd->bhqk", q, k)
+            drop = Dropout(c.dropout_rate)
+            probs = layers_lib.attention_probs(
+                scores, masking.biases, 1.0, drop.rate, drop.key(deterministic), self.dtype
+            )
+            context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
         return dense(c.d_model, "o")(context.reshape(x.shape[:2] + (c.inner_dim,)), deterministic)
 
 
@@ -216,20 +251,20 @@ class Block(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, self_bias, memory, cross_bias, deterministic, decode=False):
+    def __call__(self, x, self_masking, memory, cross_masking, deterministic, decode=False):
         c = self.config
         norm = lambda n: RMSNorm(c.layer_norm_epsilon, self.dtype, name=n)
         drop = lambda t: Dropout(c.dropout_rate)(t, deterministic=deterministic)
         h = norm("self_attention_norm")(x)
         x = x + drop(
             Attention(c, self.dtype, name="self_attention")(
-                h, h, self_bias, deterministic, decode=decode
+                h, h, self_masking, deterministic, decode=decode
             )
         )
         if self.is_decoder:
             h = norm("cross_attention_norm")(x)
             attended = Attention(c, self.dtype, name="cross_attention")(
-                h, memory, cross_bias, deterministic, decode=decode, cross=True
+                h, memory, cross_masking, deterministic, decode=decode, cross=True
             )
             x = x + drop(attended)
         h = norm("ff_norm")(x)
@@ -282,16 +317,22 @@ class Stack(nn.Module):
         position_bias = jnp.transpose(table(bucket(rel)), (2, 0, 1))[None].astype(jnp.float32)
         # One bias for every layer: relative positions (first layer's table) plus the mask, as
         # two addends (layers.attention_probs adds them to the scores).
-        self_bias = (position_bias, mask_bias(keep))
-        cross_bias = (
-            None if memory is None else (mask_bias(memory_mask[:, None, None, :].astype(bool)),)
+        self_masking = Masking(
+            (position_bias, mask_bias(keep)),
+            None if primed else layers_lib.key_lengths(mask),
+            position_bias,
+            causal=self.is_decoder,
         )
+        cross_masking = None
+        if memory is not None:
+            cross_keep = memory_mask[:, None, None, :].astype(bool)
+            cross_masking = Masking((mask_bias(cross_keep),), layers_lib.key_lengths(memory_mask))
         drop = lambda t: Dropout(c.dropout_rate)(t, deterministic=deterministic)
         x = drop(embedded.astype(self.dtype))
         layers = c.num_decoder_layers if self.is_decoder else c.num_layers
         for i in range(layers):
             x = Block(c, self.is_decoder, self.dtype, name=f"layer_{i}")(
-                x, self_bias, memory, cross_bias, deterministic, decode
+                x, self_masking, memory, cross_masking, deterministic, decode
             )
         return drop(RMSNorm(c.layer_norm_epsilon, self.dtype, name="final_norm")(x))
 

@@ -37,16 +37,15 @@ def with_strategy(model, strategy_cfg):
 
 def with_speed_options(model, cfg):
     """The model with the experiment's attention kernel, layer scan and remat settings."""
-    options = {"attention": cfg.attention, "scan_layers": cfg.scan_layers, "remat": cfg.remat}
+    options = {"attention": cfg.attention, "dropout_seed": cfg.seed}
     if isinstance(model.config, bert.BertConfig):
-        options["dropout_seed"] = cfg.seed
-        return model.clone(config=dataclasses.replace(model.config, **options))
-    if (cfg.scan_layers, cfg.remat) != (False, "none"):
+        options.update(scan_layers=cfg.scan_layers, remat=cfg.remat)
+    elif (cfg.scan_layers, cfg.remat) != (False, "none"):
         raise UserError(
             "scan_layers and remat are implemented for the BERT family only; "
             f"this is a {type(model.config).__name__} model: leave them at their defaults"
         )
-    return model
+    return model.clone(config=dataclasses.replace(model.config, **options))
 
 
 def init_rngs(seed: int):
