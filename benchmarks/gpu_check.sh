@@ -3,16 +3,17 @@
 # transformers and PEFT, and no network: parity tests on the GPU, then benchmarks/throughput.py
 # against Hugging Face PyTorch for the rows the performance targets name (BERT-base full and
 # frozen, T5-base full, jaxft LoRA; HF eager and torch.compile), plus before/after rows (cuDNN's
-# flash attention with its own dropout for full, frozen, scanned and LoRA steps; the attention
-# softmax with its own backward; flax's dropout masks). At most about 8.5 minutes: 40 s of parity tests (XLA takes 5-10 s
-# per small program there), then rows started until a 400 s budget is spent (on an H100 a
-# BERT-base full row took 45 s, 34 s of it compiling, the frozen row about 25 s, the T5 row 2
-# minutes, the PyTorch rows about 100 s), so the last rows of the plan may be skipped; the
+# flash attention with its own dropout for the full, frozen and LoRA steps and T5, XLA's Q/K/V
+# matmul merging, GEMM autotuning; the attention softmax with its own backward; flax's dropout
+# masks). At most about 8.5 minutes: 50 s of tests on the GPU (XLA takes 5-10 s per small
+# program there; the cuDNN tests first), then rows started until a 390 s budget is spent (on an
+# H100 a BERT-base full row took 45 s, 34 s of it compiling, the frozen row about 25 s, the T5
+# row 2 minutes, the PyTorch rows about 100 s), so the last rows of the plan may be skipped; the
 # throughput run is killed at budget + 60 s, so the whole script takes at most about 520 s. Set
 # ABLATIONS=1 for every speed-option ablation (about 45 s each more). Everything it prints also
 # lands in $OUT (default benchmarks/results/gpu_check): gpu_check.log, parity.log,
-# throughput.{json,md}, the optimized HLO of the BERT full and frozen steps (default and
-# cudnn_dropout) and of the T5 step (hlo_*.txt.gz, for hlo_bytes.py), and the card's XLA target
+# throughput.{json,md}, the optimized HLO of the BERT full and frozen steps and of the T5 step,
+# each default and with cudnn_dropout (hlo_*.txt.gz, for hlo_bytes.py), and the card's XLA target
 # config (gpu_target_config.pbtxt, for gpu_hlo.py --target).
 #
 #   bash benchmarks/gpu_check.sh          # GPU preset when nvidia-smi sees a GPU, else CPU/tiny
@@ -76,17 +77,19 @@ echo "== parity tests"
 parity_tests=(tests/test_attention_kernels.py::test_cudnn_attention_matches_explicit_in_bf16
   tests/test_attention_kernels.py::test_cudnn_dropout_masks_change_every_step_and_the_backward_uses_the_forward_mask
   tests/test_attention_kernels.py::test_cudnn_dropout_bert_trains_and_its_layers_draw_their_own_masks
+  tests/test_attention_kernels.py::test_t5_cudnn_dropout_trains_and_draws_new_masks_each_step
+  tests/test_attention_kernels.py::test_t5_cudnn_attention_matches_explicit_in_bf16
   "tests/test_dropout.py::test_each_element_is_kept_at_the_rate_and_independently_of_its_neighbours"
   tests/test_fused_ops.py tests/test_attention_kernels.py tests/test_bert_parity.py
   tests/test_t5_parity.py)
 # SIGINT at the timeout: pytest then still prints the failures it has seen.
-timeout -s INT "${PARITY_TIMEOUT:-40}" "$PY" -m pytest -q -p no:cacheprovider --tb=short \
+timeout -s INT "${PARITY_TIMEOUT:-50}" "$PY" -m pytest -q -p no:cacheprovider --tb=short \
   "${parity_tests[@]}" -k "${PARITY_SELECT:-not real_minilm}" 2>&1 | tee "$OUT/parity.log"
 parity=${PIPESTATUS[0]}
 
 # 2. Throughput against HF PyTorch, same shapes, same process tree.
 echo "== throughput ($preset)"
-budget="${THROUGHPUT_BUDGET:-400}"
+budget="${THROUGHPUT_BUDGET:-390}"
 cpu_extra=()
 [[ $mode == cpu ]] && cpu_extra=(--steps 2 --warmup 1 --no-torch_compile)
 # HF rows for the targets only (no PEFT LoRA: LoRA's target is against jaxft's own full step).
