@@ -249,20 +249,28 @@ def test_cudnn_dropout_masks_change_every_step_and_the_backward_uses_the_forward
 
 @pytest.mark.skipif(not ON_GPU, reason="cuDNN's dropout needs an NVIDIA GPU")
 def test_cudnn_dropout_bert_trains_and_its_layers_draw_their_own_masks():
+    """A training step (forward and backward kernels) compiled so that XLA puts even short
+    runs of kernels into CUDA graphs, which it instantiates after the first executions and then
+    replays, as in a long training loop: cuDNN's masks must still change at every execution,
+    replayed graphs included."""
     ids, mask = _inputs()
     model = _model(jnp.bfloat16, attention="cudnn_dropout", hidden_size=128,
                    num_attention_heads=2, attention_probs_dropout_prob=0.5)  # fmt: skip
     params = model.init(jax.random.key(0), ids)["params"]
-    apply = jax.jit(lambda p: model.apply(
-        {"params": p}, ids, attention_mask=mask, deterministic=False,
-        rngs={"dropout": jax.random.key(1)},
-    ).logits)  # fmt: skip
-    hlo = apply.lower(params).compile().as_text()
-    seeds = re.findall(r'"seed": ?"?(\d+)', hlo)
-    assert len(seeds) == CONFIG.num_hidden_layers and len(set(seeds)) == len(seeds)
-    first, second = apply(params), apply(params)
-    assert np.all(np.isfinite(np.asarray(first, np.float32)))
-    assert not np.array_equal(np.asarray(first), np.asarray(second))
+
+    def loss(p):
+        rngs = {"dropout": jax.random.key(1)}  # jaxft's own masks: the same at every execution
+        out = model.apply({"params": p}, ids, attention_mask=mask, deterministic=False, rngs=rngs)
+        return jnp.mean(out.logits.astype(jnp.float32) ** 2)
+
+    graphs = {"xla_gpu_graph_min_graph_size": 1}
+    step = jax.jit(jax.value_and_grad(loss)).lower(params).compile(compiler_options=graphs)
+    seeds = re.findall(r'"seed": ?"?(\d+)', step.as_text())
+    # one seed per layer, shared by its forward and backward kernels
+    assert len(seeds) == 2 * CONFIG.num_hidden_layers
+    assert len(set(seeds)) == CONFIG.num_hidden_layers
+    losses = [float(step(params)[0]) for _ in range(6)]
+    assert np.all(np.isfinite(losses)) and len(set(losses)) == len(losses), losses
 
 
 T5_CONFIG = t5.T5Config(vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=2,
