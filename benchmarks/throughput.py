@@ -13,8 +13,9 @@ share the card, and is timed the same way with `torch.cuda.synchronize()`.
     python benchmarks/throughput.py --only bert --strategies full,lora --ablations ""
     python benchmarks/throughput.py --preset cpu --ablations flax_dropout,frozen:flax_dropout
 
-Ablation rows change one library default (`ablations.py`) for the BERT full step, or for
-another strategy's step when prefixed (frozen:flax_dropout); they run after the headline rows,
+Ablation rows change library defaults (`ablations.py`; several joined by "+", as
+cudnn_dropout+no_dot_merger) for the BERT full step, or for another strategy's step when
+prefixed (frozen:flax_dropout; t5:cudnn_dropout the T5 step); they run after the headline rows,
 in the order given, so a run cut short by --budget_s keeps what matters most.
 
 Columns: samples/s, tokens/s, ms/step, compile s (jaxft: lower + compile; torch.compile: its
@@ -28,7 +29,8 @@ XLA's own cost-analysis count of each compiled step is reported beside it.
 
 Writes `throughput.json` and `throughput.md` into --out (default benchmarks/results), tagged
 with the device, and with --save_hlo the compiled steps' HLO for `hlo_bytes.py`. Ratios: jaxft /
-HF for the same shape and strategy, jaxft LoRA / jaxft full, and each row / its ablations.
+HF for the same shape and strategy, jaxft LoRA / jaxft full, each row / its ablations and each
+ablated row / HF.
 """
 
 import argparse
