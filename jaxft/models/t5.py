@@ -191,8 +191,8 @@ class Attention(nn.Module):
         rate = 0.0 if deterministic else c.dropout_rate
         option = "explicit" if c.attention == "auto" else c.attention  # cuDNN when asked for
         # cuDNN trains with a bias only over even lengths
-        odd = q.shape[1] % 2 or k.shape[1] % 2
-        explicit_only = decode or masking.lengths is None or bool(odd)
+        odd = bool(q.shape[1] % 2 or k.shape[1] % 2) and masking.position_bias is not None
+        explicit_only = decode or masking.lengths is None or odd
         kernel = layers_lib.attention_kernel(option, q.dtype, c.d_kv, rate > 0, explicit_only)
         if kernel is not None:
             context = layers_lib.fused_attention(
