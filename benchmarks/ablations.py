@@ -24,6 +24,8 @@ ABLATIONS = {
     "cudnn_dropout": "attention='cudnn_dropout': cuDNN flash attention with cuDNN's dropout",
     "no_dot_merger": "compiled with xla_gpu_dot_merger_threshold_mb=0 (Q, K, V matmuls apart, "
     "each with its bias in its epilogue)",
+    "no_triton_gemm": "compiled with xla_gpu_enable_triton_gemm=false (cuBLAS for every matmul: "
+    "nothing for the autotuner to compile)",
 }
 # The ablations that change a T5 step too (scan, remat and attn_* are BERT options).
 T5_ABLATIONS = {"rbg", "float32", "autodiff_ops", "flax_dropout", "autotune0", "softmax_vjp",
@@ -132,6 +134,8 @@ def compile_step(train_step, state, batch, variant: str):
         options["xla_gpu_autotune_level"] = 0
     if "no_dot_merger" in on:
         options["xla_gpu_dot_merger_threshold_mb"] = 0
+    if "no_triton_gemm" in on:
+        options["xla_gpu_enable_triton_gemm"] = False
     with (
         autodiff_ops("autodiff_ops" in on),
         flax_dropout("flax_dropout" in on),

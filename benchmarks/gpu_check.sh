@@ -97,15 +97,15 @@ extra=(--strategies full,frozen --hf_strategies full,frozen --t5_last
   --save_hlo bert_full,bert_frozen,bert_full_cudnn_dropout,bert_frozen_cudnn_dropout,t5_full,t5_full_cudnn_dropout
   "${cpu_extra[@]}")
 # In this order after full and frozen: cuDNN's flash attention with cuDNN's dropout masks
-# (attention=cudnn_dropout) for the frozen and full steps, with and without XLA's merging of the
-# Q, K and V matmuls (no_dot_merger: each keeps its bias in its epilogue; 4.96 -> 4.05 GB outside
-# matmuls for the frozen step, compiled for an H100 by gpu_hlo.py), that last without GEMM
-# autotuning (its compile time) and for LoRA; LoRA as the library runs it (its target is against jaxft's own full step), the softmax
-# with its own backward (layers.attention_probs_vjp), flax's dropout masks (the before of the
-# 16-bit masks), T5 with cuDNN attention and dropout; then T5 (--t5_last: a 2-minute row, its
-# target met on the H100 of 2026-11-27).
-# At the H100's row times the budget ends about the LoRA rows.
-GPU_ROWS=cudnn_dropout,frozen:cudnn_dropout,frozen:cudnn_dropout+no_dot_merger,cudnn_dropout+no_dot_merger,cudnn_dropout+no_dot_merger+autotune0,lora:cudnn_dropout,lora:default,softmax_vjp,flax_dropout,t5:cudnn_dropout
+# (attention=cudnn_dropout) for the full, frozen and LoRA steps, the frozen one also without
+# XLA's merging of the Q, K and V matmuls (no_dot_merger: each keeps its bias in its epilogue;
+# 4.96 -> 4.05 GB outside matmuls, compiled for an H100 by gpu_hlo.py); LoRA as the library runs
+# it (its target is against jaxft's own full step); the full step with both, then without GEMM
+# autotuning or without Triton matmuls (their compile times); the softmax with its own backward
+# (layers.attention_probs_vjp), flax's dropout masks (the before of the 16-bit masks), T5 with
+# cuDNN attention and dropout; then T5 (--t5_last: a 2-minute row, its target met on the H100 of
+# 2026-11-27). At the H100's row times the budget ends about the compile-time rows.
+GPU_ROWS=cudnn_dropout,frozen:cudnn_dropout,frozen:cudnn_dropout+no_dot_merger,lora:cudnn_dropout,lora:default,cudnn_dropout+no_dot_merger,cudnn_dropout+no_dot_merger+autotune0,cudnn_dropout+no_dot_merger+no_triton_gemm,softmax_vjp,flax_dropout,t5:cudnn_dropout
 [[ "${ABLATIONS:-0}" == 1 ]] || extra+=(--ablations "$GPU_ROWS")
 if [[ -n "${JAXFT_XLA_FLAGS:-}" ]]; then
   if XLA_FLAGS="$JAXFT_XLA_FLAGS" "$PY" -c "import jax, jax.numpy as jnp; \

@@ -15,7 +15,8 @@ def format_row(r) -> str:
 
 def ratios(rows: list) -> list[dict]:
     """jaxft / HF per (arch, strategy), jaxft full / HF compile, jaxft LoRA / jaxft full; of
-    each ablated row, default / ablated and ablated / HF."""
+    each ablated row, default / ablated and ablated / HF, and other strategies / full under the
+    same ablation."""
     ok = {(r.framework, r.arch, r.strategy, r.variant): r for r in rows if not r.error}
     out = []
 
@@ -47,6 +48,9 @@ def ratios(rows: list) -> list[dict]:
             1.3 if s == "lora" else None,
         )
     ablated = {k[1:] for k in ok if k[0] == "jaxft" and k[3] != "default"}
+    for s, v in sorted({(s, v) for arch, s, v in ablated if arch == "bert" and s != "full"}):
+        add(f"bert {s} / bert full (jaxft, both {v})", ("jaxft", "bert", s, v),
+            ("jaxft", "bert", "full", v), 1.3 if s == "lora" else None)  # fmt: skip
     for arch, s, v in sorted(ablated):
         add(f"{arch} {s} default / {v} (jaxft)", ("jaxft", arch, s, "default"),
             ("jaxft", arch, s, v), None)  # fmt: skip
