@@ -352,3 +352,21 @@ def test_t5_cudnn_dropout_trains_and_draws_new_masks_each_step():
     assert all(
         np.all(np.isfinite(np.asarray(g, np.float32))) for g in jax.tree_util.tree_leaves(grads)
     )
+
+
+def test_the_experiment_sets_attention_and_the_dropout_seed_of_either_family():
+    from jaxft.config import UserError, defaults, validate
+    from jaxft.train import loop
+
+    cfg = defaults()
+    cfg.attention, cfg.seed = "cudnn_dropout", 7
+    validate(cfg)
+    for model in (_model(), t5.T5Model(T5_CONFIG)):
+        config = loop.with_speed_options(model, cfg).config
+        assert (config.attention, config.dropout_seed) == ("cudnn_dropout", 7)
+    cfg.scan_layers = True
+    with pytest.raises(UserError, match="BERT family only"):
+        loop.with_speed_options(t5.T5Model(T5_CONFIG), cfg)
+    cfg.attention = "flash"
+    with pytest.raises(UserError, match="attention='flash'; use one of .*cudnn_dropout"):
+        validate(cfg)
