@@ -70,16 +70,12 @@ def compile_row(device, arch: str, strategy: str, variant: str, dims: tuple, sha
     import jax
     from jax.sharding import SingleDeviceSharding
 
-    from jaxft.train import step as step_lib
-
-    settings = ablations.jaxft_settings(variant, "bfloat16")
-    model, state, tx = throughput.build_jaxft(arch, shape, strategy, settings)
+    train_step, state = throughput.build_step(arch, shape, strategy, variant, "bfloat16")
     placed = SingleDeviceSharding(device)
     abstract = lambda tree: jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=placed), tree
     )
     batch = throughput.numpy_batch(arch, dims, shape["vocab_size"])
-    train_step = step_lib.make_train_step(model, tx, dropout_rng=settings["dropout_rng"])
     start = time.perf_counter()
     with traced_for_gpu():
         compiled = ablations.compile_step(train_step, abstract(state), abstract(batch), variant)

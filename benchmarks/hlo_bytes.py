@@ -59,33 +59,39 @@ def computations(hlo: str) -> dict[str, list[str]]:
     return found
 
 
-def sliced_reads(body: list[str]) -> dict[int, int]:
-    """Parameter number -> bytes read, for each parameter of a fusion body that reaches only
-    slices (through bitcasts): the slices' bytes, not the whole operand's. XLA merges matmuls
-    that share an input, and the fusions after a merged matmul each read a slice of its output."""
-    params, aliases, users = {}, {}, collections.defaultdict(list)
+def _body(body: list[str]) -> tuple[list[tuple], dict[str, int], dict[str, int]]:
+    """A fusion body's instructions other than its parameters and their bitcasts, as (name,
+    result bytes, op, operand names, is root); the parameter number of each parameter and of
+    each bitcast of one; and the result bytes of every instruction."""
+    instructions, params, sizes = [], {}, {}
     for line in body:
         m = INSTRUCTION.match(line)
         if not m:
             continue
         name, result, op, operands, _ = m.groups()
+        sizes[name] = shape_bytes(result)
+        names = re.findall(r"%([\w.\-]+)", operands)
         if op == "parameter":
             params[name] = int(operands)
-            aliases[name] = name
-            continue
-        names = re.findall(r"%([\w.\-]+)", operands)
-        if op == "bitcast" and names and names[0] in aliases:
-            aliases[name] = aliases[names[0]]
-            continue
+        elif op == "bitcast" and names and names[0] in params:
+            params[name] = params[names[0]]
+        else:
+            instructions.append((name, sizes[name], op, names, line.lstrip().startswith("ROOT")))
+    return instructions, params, sizes
+
+
+def sliced_reads(body: list[str]) -> dict[int, int]:
+    """Parameter number -> bytes read, for each parameter of a fusion body that reaches only
+    slices (through bitcasts): the slices' bytes, not the whole operand's. XLA merges matmuls
+    that share an input, and the fusions after a merged matmul each read a slice of its output."""
+    instructions, params, _ = _body(body)
+    uses = collections.defaultdict(list)
+    for _, result_bytes, op, names, _ in instructions:
         for operand in names:
-            if operand in aliases:
-                users[aliases[operand]].append((op, shape_bytes(result)))
-    reads = {}
-    for param, number in params.items():
-        uses = users.get(param, [])
-        if uses and all(op in ("slice", "dynamic-slice") for op, _ in uses):
-            reads[number] = sum(n for _, n in uses)
-    return reads
+            if operand in params:
+                uses[params[operand]].append((op, result_bytes))
+    slicing = ("slice", "dynamic-slice")
+    return {n: sum(b for _, b in u) for n, u in uses.items() if all(op in slicing for op, _ in u)}
 
 
 def in_place_update(body: list[str]) -> tuple[int, int] | None:
@@ -93,21 +99,10 @@ def in_place_update(body: list[str]) -> tuple[int, int] | None:
     of one of its parameters (through a bitcast or not): XLA writes the update into that
     buffer in place (a scan stacking one layer's residuals), so the kernel moves the update,
     not the buffer."""
-    results, params = {}, {}
-    for line in body:
-        m = INSTRUCTION.match(line)
-        if not m:
-            continue
-        name, result, op, operands, _ = m.groups()
-        results[name] = shape_bytes(result)
-        if op == "parameter":
-            params[name] = int(operands)
-        elif op == "bitcast" and operands.lstrip("%") in params:
-            params[name] = params[operands.lstrip("%")]
-        elif line.lstrip().startswith("ROOT") and op == "dynamic-update-slice":
-            buffer, update = re.findall(r"%([\w.\-]+)", operands)[:2]
-            if buffer in params:
-                return params[buffer], results.get(update, 0)
+    instructions, params, sizes = _body(body)
+    for _, _, op, names, root in instructions:
+        if root and op == "dynamic-update-slice" and names[0] in params:
+            return params[names[0]], sizes.get(names[1], 0)
     return None
 
 

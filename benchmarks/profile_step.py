@@ -109,20 +109,15 @@ def trace_steps(compiled, state, batch, steps: int, log_dir: str):
 def profile(args) -> dict:
     import jax
 
-    from jaxft.train import step as step_lib
-
     preset = throughput.PRESETS[args.preset]
     arch = args.arch
     shape = throughput.SHAPES[preset["shape"]][0 if arch == "bert" else 1]
     dims = preset["bert"] if arch == "bert" else preset["t5"]
     dtype = args.dtype or preset["dtype"]
-    settings = ablations.jaxft_settings(args.variant, dtype)
-    model, state, tx = throughput.build_jaxft(arch, shape, args.strategy, settings)
-    batch = {
-        k: jax.numpy.asarray(v)
-        for k, v in throughput.numpy_batch(arch, dims, shape["vocab_size"]).items()
-    }
-    train_step = step_lib.make_train_step(model, tx, dropout_rng=settings["dropout_rng"])
+    train_step, state = throughput.build_step(arch, shape, args.strategy, args.variant, dtype)
+    batch = jax.tree_util.tree_map(
+        jax.numpy.asarray, throughput.numpy_batch(arch, dims, shape["vocab_size"])
+    )
     compiled = ablations.compile_step(train_step, state, batch, args.variant)
     for _ in range(args.warmup):
         state, metrics = compiled(state, batch)

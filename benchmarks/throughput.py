@@ -220,21 +220,26 @@ def numpy_batch(arch: str, dims: tuple, vocab: int, seed: int = 0) -> dict:
     return host
 
 
+def build_step(arch: str, shape: dict, strategy: str, variant: str, dtype: str):
+    """(train step, state) of a jaxft row: the model, strategy and optimizer of the variant's
+    settings, built as `build_jaxft` builds them, and the step with the variant's dropout RNG."""
+    from jaxft.train import step as step_lib
+
+    settings = ablations.jaxft_settings(variant, dtype)
+    model, state, tx = build_jaxft(arch, shape, strategy, settings)
+    return step_lib.make_train_step(model, tx, dropout_rng=settings["dropout_rng"]), state
+
+
 def jaxft_row(row: Row, shape: dict, steps: int, warmup: int, peak, hlo_dir: str = "") -> Row:
     import jax
 
-    from jaxft.train import step as step_lib
-
-    settings = ablations.jaxft_settings(row.variant, row.dtype)
     start = time.perf_counter()
-    model, state, tx = build_jaxft(row.arch, shape, row.strategy, settings)
+    train_step, state = build_step(row.arch, shape, row.strategy, row.variant, row.dtype)
     jax.block_until_ready(state)
     row.build_s = time.perf_counter() - start
-    batch = {
-        k: jax.numpy.asarray(v)
-        for k, v in numpy_batch(row.arch, row.dims, shape["vocab_size"]).items()
-    }
-    train_step = step_lib.make_train_step(model, tx, dropout_rng=settings["dropout_rng"])
+    batch = jax.tree_util.tree_map(
+        jax.numpy.asarray, numpy_batch(row.arch, row.dims, shape["vocab_size"])
+    )
     start = time.perf_counter()
     compiled = ablations.compile_step(train_step, state, batch, row.variant)
     row.compile_s = time.perf_counter() - start

@@ -330,8 +330,7 @@ def attention_probs(scores, biases, scale=1.0, rate=0.0, key=None, dtype=None) -
     JAX differentiates it; `attention_probs_vjp` is the same with a hand-written backward.
     """
     _check_biases(scores, biases)
-    logits = scores.astype(jnp.float32) * scale + sum(biases)
-    probs = jax.nn.softmax(logits, axis=-1)
+    probs = jax.nn.softmax(_logits(scores, biases, scale), axis=-1)
     if key is not None and rate > 0.0:
         probs = dropout(probs, rate, key)
     return probs.astype(dtype or scores.dtype)
