@@ -71,3 +71,18 @@ def test_without_jaxs_exported_threefry_hash_masks_come_from_random_bits(monkeyp
     assert _sigmas(keep.mean(), 1 - RATE, keep.size) < 5
     # and with it, threefry keys do take the hash path: the masks are not the fallback's
     assert not np.array_equal(hashed, keep)
+
+
+@pytest.mark.parametrize("impl", ["threefry2x32", "rbg"])
+def test_the_mask_is_kept_as_one_bool_array_behind_an_optimization_barrier(impl):
+    # The barrier stops XLA from fusing the hash into every reader of the mask (forward and
+    # backward), and its operand must be the bool mask itself, not the hash words: XLA's GPU
+    # Triton fusions take a bool operand into the LayerNorm after the dropout, not the integer
+    # compare that would turn words into a mask (gpu_hlo.py: frozen BERT-base 4.05 -> 3.74 GB).
+    key = jax.random.key(0, impl=impl)
+    jaxpr = jax.make_jaxpr(lambda k: layers.keep_mask(k, RATE, (4, 6, 10)))(key).jaxpr
+    barriers = [e for e in jaxpr.eqns if e.primitive.name == "optimization_barrier"]
+    assert len(barriers) == 1
+    (operand,) = barriers[0].invars
+    assert operand.aval.dtype == jnp.bool_ and operand.aval.shape == (4, 6, 10)
+    assert barriers[0].outvars == list(jaxpr.outvars)
