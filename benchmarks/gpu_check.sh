@@ -99,7 +99,7 @@ extra=(--strategies full,frozen --hf_strategies full,frozen --t5_last
 # In this order after full and frozen: cuDNN's flash attention with cuDNN's dropout masks
 # (attention=cudnn_dropout) for the full, frozen and LoRA steps, the frozen one also without
 # XLA's merging of the Q, K and V matmuls (no_dot_merger: each keeps its bias in its epilogue;
-# 4.96 -> 4.05 GB outside matmuls, compiled for an H100 by gpu_hlo.py); LoRA as the library runs
+# 4.64 -> 3.74 GB outside matmuls, compiled for an H100 by gpu_hlo.py); LoRA as the library runs
 # it (its target is against jaxft's own full step); the full step with both, then without GEMM
 # autotuning or without Triton matmuls (their compile times); the softmax with its own backward
 # (layers.attention_probs_vjp), flax's dropout masks (the before of the 16-bit masks), T5 with
