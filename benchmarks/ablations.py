@@ -123,9 +123,10 @@ def jaxft_settings(variant: str, dtype: str) -> dict:
     return s
 
 
-def compile_step(train_step, state, batch, variant: str):
+def compile_step(train_step, state, batch, variant: str, on_lowered=None):
     """`train_step` jitted (state donated), lowered and compiled for `variant`: the library
-    functions it swaps are swapped while tracing, its XLA options passed to the compiler."""
+    functions it swaps are swapped while tracing, its XLA options passed to the compiler.
+    `on_lowered()`, when given, is called between lowering and compiling (to time them)."""
     import jax
 
     on = parts(variant)
@@ -142,4 +143,6 @@ def compile_step(train_step, state, batch, variant: str):
         softmax_vjp("softmax_vjp" in on),
     ):
         lowered = jax.jit(train_step, donate_argnums=0).lower(state, batch)
-        return lowered.compile(compiler_options=options or None)
+    if on_lowered:
+        on_lowered()
+    return lowered.compile(compiler_options=options or None)

@@ -9,12 +9,13 @@
 # program there; the cuDNN tests first), then rows started until a 390 s budget is spent (on an
 # H100 a BERT-base full row took 45 s, 34 s of it compiling, the frozen row about 25 s, the T5
 # row 2 minutes, the PyTorch rows about 100 s), so the last rows of the plan may be skipped; the
-# throughput run is killed at budget + 60 s, so the whole script takes at most about 520 s. Set
+# throughput run is killed at budget + 60 s, then 75 s at most for the compile-time split of the
+# BERT full step (gpu_hlo.py --phases), so the whole script takes at most about 600 s. Set
 # ABLATIONS=1 for every speed-option ablation (about 45 s each more). Everything it prints also
 # lands in $OUT (default benchmarks/results/gpu_check): gpu_check.log, parity.log,
 # throughput.{json,md}, the optimized HLO of the BERT full and frozen steps and of the T5 step,
-# each default and with cudnn_dropout (hlo_*.txt.gz, for hlo_bytes.py), and the card's XLA target
-# config (gpu_target_config.pbtxt, for gpu_hlo.py --target).
+# each default and with cudnn_dropout (hlo_*.txt.gz, for hlo_bytes.py), the card's XLA target
+# config (gpu_target_config.pbtxt, for gpu_hlo.py --target) and compile_phases/.
 #
 #   bash benchmarks/gpu_check.sh          # GPU preset when nvidia-smi sees a GPU, else CPU/tiny
 #   bash benchmarks/gpu_check.sh --cpu    # force the CPU path (tiny sizes): how CI tests it
@@ -124,6 +125,16 @@ if [[ -n "${JAXFT_XLA_FLAGS:-}" ]]; then
   echo "== the full row again, with XLA's default flags"
   XLA_FLAGS="" timeout 150 "$PY" benchmarks/throughput.py --preset "$preset" --only bert \
     --strategies full --ablations "" --no_torch --out "$OUT/default_flags" "${cpu_extra[@]}"
+fi
+
+# 3. Where the BERT full step's compile time goes on this host: the same step compiled for the
+#    card's target config without running it (no GEMM autotuning), split by XLA's own timers
+#    (HLO passes, the slowest of them, LLVM and PTX). Set against the throughput row's compile
+#    s, it tells host compiling from autotuning. About 30 s.
+if [[ $mode == gpu && -s "$OUT/gpu_target_config.pbtxt" ]]; then
+  echo "== compile phases (gpu_hlo.py --phases)"
+  timeout 75 "$PY" benchmarks/gpu_hlo.py --target "$OUT/gpu_target_config.pbtxt" \
+    --variants default --phases --out "$OUT/compile_phases" 2>&1 | grep -v "^[WI][0-9]"
 fi
 
 if [[ "${PROFILE:-0}" == 1 ]]; then  # where the full step's device time goes, per kernel

@@ -8,7 +8,11 @@ fusion, layout and scheduling decisions as on the card, minus GEMM autotuning (X
 GEMM choices instead) and minus running anything. For each variant it prints the compile time
 (this machine's cores, no autotuning: compare variants with each other, not with a GPU's compile
 column), the kernel count and the bytes moved outside library matmuls (`hlo_bytes.py`), and with
---out it writes each optimized HLO for `hlo_bytes.py --top`.
+--out it writes each optimized HLO for `hlo_bytes.py --top`. With --phases it splits each compile
+into JAX's trace and lowering and XLA's own timers (HLO passes, the slowest of them, and the
+backend: LLVM and PTX to cubin), from XLA's log: run on a GPU's host against the card's target
+config (`gpu_check.sh` does), it tells how much of the card's compile time is the host compiling
+and how much GEMM autotuning.
 
 Needs JAX's CUDA plugin matching the installed jax, and cuDNN for the attention variants that
 use it (about 1.6 GB, not in the project's requirements; no GPU or driver needed):
@@ -20,9 +24,13 @@ use it (about 1.6 GB, not in the project's requirements; no GPU or driver needed
 """
 
 import argparse
+import collections
 import contextlib
 import gzip
+import os
+import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,8 +73,9 @@ def traced_for_gpu():
 
 
 def compile_row(device, arch: str, strategy: str, variant: str, dims: tuple, shape: dict):
-    """(seconds, compiled) of the row's train step compiled for `device`: its state is built
-    on the CPU as throughput.py builds it, then only its shapes travel."""
+    """(seconds, compiled, seconds to trace and lower) of the row's train step compiled for
+    `device`: its state is built on the CPU as throughput.py builds it, then only its shapes
+    travel."""
     import jax
     from jax.sharding import SingleDeviceSharding
 
@@ -76,10 +85,61 @@ def compile_row(device, arch: str, strategy: str, variant: str, dims: tuple, sha
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=placed), tree
     )
     batch = throughput.numpy_batch(arch, dims, shape["vocab_size"])
+    lowered_at = []
     start = time.perf_counter()
     with traced_for_gpu():
-        compiled = ablations.compile_step(train_step, abstract(state), abstract(batch), variant)
-    return time.perf_counter() - start, compiled
+        compiled = ablations.compile_step(
+            train_step,
+            abstract(state),
+            abstract(batch),
+            variant,
+            on_lowered=lambda: lowered_at.append(time.perf_counter()),
+        )
+    return time.perf_counter() - start, compiled, lowered_at[0] - start
+
+
+# XLA's scoped timers, logged at VLOG 1 by the files that TF_CPP_VMODULE names.
+XLA_LOG_ENV = {
+    "TF_CPP_MIN_LOG_LEVEL": "0",
+    "TF_CPP_VMODULE": "gpu_compiler=1,hlo_pass_pipeline=1",
+}
+_PHASE = re.compile(r"(RunHloPasses|RunBackend) for \S+ time: ([\d.]+) (s|ms|us)\b")
+_PASS = re.compile(r"HLO pass: (\S+) time: [^(]*\((\d+) us\)")
+_UNIT = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+
+
+def xla_phases(log: str) -> dict:
+    """XLA's compile timers in a log: seconds of HLO passes and of the backend (LLVM, PTX to
+    cubin) summed over the log's compiles, and the seconds of each HLO pass, slowest first."""
+    phases = collections.Counter()
+    for name, value, unit in _PHASE.findall(log):
+        phases[name] += float(value) * _UNIT[unit]
+    passes = collections.Counter()
+    for name, micros in _PASS.findall(log):
+        passes[name] += int(micros) / 1e6
+    return {
+        "hlo_passes_s": phases["RunHloPasses"],
+        "backend_s": phases["RunBackend"],
+        "passes": dict(passes.most_common()),
+    }
+
+
+@contextlib.contextmanager
+def captured_stderr():
+    """What the process's C++ code writes to file descriptor 2 meanwhile, as a one-item list
+    filled on exit (Python's sys.stderr is another object: XLA's log bypasses it)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    captured = []
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read().decode(errors="replace"))
 
 
 def main(argv=None) -> list[dict]:
@@ -93,7 +153,14 @@ def main(argv=None) -> list[dict]:
     p.add_argument(
         "--out", default="", help="folder for the table (gpu_hlo_ARCH_STRATEGY.md) and each HLO"
     )
+    p.add_argument(
+        "--phases", action="store_true", help="split each compile by XLA's timers (its log)"
+    )
     args = p.parse_args(argv)
+    if args.phases:
+        if "jax" in sys.modules:
+            raise SystemExit("--phases sets XLA's logging before JAX loads: run it as a script")
+        os.environ.update(XLA_LOG_ENV)
     import jax
 
     variants = [v for v in args.variants.split(",") if v]
@@ -113,20 +180,42 @@ def main(argv=None) -> list[dict]:
         "|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
-    results = []
+    results, phase_lines = [], []
     for v in variants:
-        seconds, compiled = compile_row(device, args.arch, args.strategy, v, dims, shape)
+        with captured_stderr() if args.phases else contextlib.nullcontext() as log:
+            seconds, compiled, lower_s = compile_row(
+                device, args.arch, args.strategy, v, dims, shape
+            )
         hlo = compiled.as_text()
         summary = hlo_bytes.summarize(hlo_bytes.entry_kernels(hlo))
         gb = summary["memory_bound_bytes"] / 1e9
         lines.append(f"| {v} | {seconds:.1f} | {summary['kernels']} | {gb:.2f} | "
                      f"{gb / args.bandwidth:.2f} |")  # fmt: skip
         print(lines[-1], flush=True)
-        results.append(dict(variant=v, compile_s=seconds, **summary))
+        results.append(dict(variant=v, compile_s=seconds, trace_lower_s=lower_s, **summary))
+        if args.phases:
+            phases = xla_phases(log[0])
+            results[-1]["xla"] = phases
+            top = ", ".join(f"{n} {t:.1f}" for n, t in list(phases["passes"].items())[:4])
+            phase_lines.append(
+                f"| {v} | {seconds:.1f} | {lower_s:.1f} | {phases['hlo_passes_s']:.1f} | "
+                f"{top} | {phases['backend_s']:.1f} |"
+            )
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             name = f"hlo_{args.arch}_{args.strategy}_{v}.txt.gz"
             (Path(args.out) / name).write_bytes(gzip.compress(hlo.encode()))
+    if phase_lines:
+        lines += [
+            "",
+            f"Where the compile time goes ({os.cpu_count()} CPU cores here; XLA's timers):",
+            "",
+            "| variant | compile s | trace + lower s | HLO passes s | slowest passes s "
+            "| backend s (LLVM, PTX) |",
+            "|---|---|---|---|---|---|",
+            *phase_lines,
+        ]
+        print("\n".join(lines[-len(phase_lines) - 5 :]), flush=True)
     if args.out:
         table = Path(args.out) / f"gpu_hlo_{args.arch}_{args.strategy}.md"
         table.write_text("\n".join(lines) + "\n")

@@ -221,3 +221,37 @@ def test_gpu_hlo_names_what_it_needs_without_the_cuda_plugin():
     except ImportError:  # as in CI: one error that names the install
         with pytest.raises(SystemExit, match="jax-cuda12-plugin"):
             gpu_hlo.main(["--variants", "default"])
+
+
+def test_gpu_hlo_phases_reads_xlas_timers_from_what_fd_2_received():
+    # XLA logs from C++ straight to file descriptor 2, so the capture must work at that level.
+    log_lines = [
+        "I1127 05:28:44.476 9899 gpu_compiler.cc:2817] GpuCompiler::RunHloPasses for "
+        "jit_train_step time: 6.53 s (6534862 us) (cumulative: 6.53 s, max: 6.53 s, #called: 1)",
+        "I1127 05:28:44.477 9899 hlo_pass_pipeline.cc:176] HLO pass: priority-fusion time: "
+        "4.2 s (4200000 us) (cumulative: 4.2 s, max: 4.2 s, #called: 1)",
+        "I1127 05:28:44.478 9899 hlo_pass_pipeline.cc:176] HLO pass: cse time: 90 ms "
+        "(90000 us) (cumulative: 90 ms, max: 90 ms, #called: 1)",
+        "I1127 05:28:44.479 9899 hlo_pass_pipeline.cc:176] HLO pass: cse time: 10 ms "
+        "(10000 us) (cumulative: 100 ms, max: 90 ms, #called: 2)",
+        "I1127 05:28:48.476 9899 gpu_compiler.cc:2817] GpuCompiler::RunBackend for "
+        "jit_train_step time: 750 ms (750000 us) (cumulative: 750 ms, max: 750 ms, #called: 1)",
+    ]
+    with gpu_hlo.captured_stderr() as log:
+        os.write(2, ("\n".join(log_lines) + "\n").encode())
+    phases = gpu_hlo.xla_phases(log[0])
+    assert phases["hlo_passes_s"] == pytest.approx(6.53)
+    assert phases["backend_s"] == pytest.approx(0.75)
+    assert list(phases["passes"]) == ["priority-fusion", "cse"]
+    assert phases["passes"]["cse"] == pytest.approx(0.1)
+    # and the descriptor is the terminal's again
+    with gpu_hlo.captured_stderr() as log:
+        pass
+    assert log == [""]
+
+
+def test_gpu_hlo_phases_refuses_to_run_after_jax_has_loaded():
+    import jax  # noqa: F401  (XLA's logging is set up by now: the timers would not appear)
+
+    with pytest.raises(SystemExit, match="before JAX loads"):
+        gpu_hlo.main(["--variants", "default", "--phases"])
