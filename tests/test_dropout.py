@@ -78,7 +78,7 @@ def test_the_mask_is_kept_as_one_bool_array_behind_an_optimization_barrier(impl)
     # The barrier stops XLA from fusing the hash into every reader of the mask (forward and
     # backward), and its operand must be the bool mask itself, not the hash words: XLA's GPU
     # Triton fusions take a bool operand into the LayerNorm after the dropout, not the integer
-    # compare that would turn words into a mask (gpu_hlo.py: frozen BERT-base 4.05 -> 3.74 GB).
+    # compare that would turn words into a mask (gpu_hlo.py: 12-18% fewer bytes per step).
     key = jax.random.key(0, impl=impl)
     jaxpr = jax.make_jaxpr(lambda k: layers.keep_mask(k, RATE, (4, 6, 10)))(key).jaxpr
     barriers = [e for e in jaxpr.eqns if e.primitive.name == "optimization_barrier"]
