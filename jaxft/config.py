@@ -111,6 +111,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.prefetch = 2  # batches built and placed ahead by a background thread
     c.train.parallel = "mesh"  # with several devices: mesh (jit, sharded) | pmap (replicated)
     c.train.dropout_rng = "threefry"  # threefry | rbg: per-step dropout bits from XLA's RNG
+    c.train.xla_options = ""  # XLA compile options of the train step: "name=value,name=value"
     return c
 
 
@@ -191,6 +192,28 @@ def _coerce(key, value, current):
     return value
 
 
+def xla_options(text: str) -> dict:
+    """`train.xla_options` text -> the dict `jax.jit(compiler_options=...)` takes: comma-separated
+    `name=value` pairs, each value a bool (true/false), an int, a float or else a string."""
+    options = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise UserError(
+                f"train.xla_options={text!r}: {item!r} is not name=value; write e.g. "
+                "train.xla_options=xla_gpu_autotune_level=0,xla_gpu_dot_merger_threshold_mb=0"
+            )
+        if value.lower() in ("true", "false"):
+            options[name] = value.lower() == "true"
+        else:
+            literal = parse_value(value)
+            options[name] = literal if isinstance(literal, int | float) else value
+    return options
+
+
 def parse_value(text: str):
     """Command-line text -> Python value: literals where they parse, else the string itself."""
     try:
@@ -269,6 +292,7 @@ def validate(config) -> None:
     for key, value, allowed in choices:
         if value not in allowed:
             raise UserError(f"{key}={value!r}; use one of {', '.join(allowed)}")
+    xla_options(c.train.xla_options)  # raises on malformed text; unknown names: make_runner
     if c.train.prefetch < 1:
         raise UserError(f"train.prefetch must be at least 1; got {c.train.prefetch}")
     if c.train.keep_checkpoints < 1:

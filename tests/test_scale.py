@@ -497,3 +497,51 @@ _KEEP_ALL_COMPILES = (
     "import sys, jax; jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0); "
     "from jaxft.cli import main; sys.exit(main(sys.argv[1:]))"
 )
+
+
+def test_xla_options_parse_to_typed_compile_options_and_bad_text_is_one_error():
+    from jaxft import config as config_lib
+
+    options = config_lib.xla_options(
+        "xla_gpu_autotune_level=0, xla_cpu_enable_fast_math=False,xla_x=1.5,xla_y=name,"
+    )
+    assert options == {
+        "xla_gpu_autotune_level": 0,
+        "xla_cpu_enable_fast_math": False,
+        "xla_x": 1.5,
+        "xla_y": "name",
+    }
+    assert type(options["xla_gpu_autotune_level"]) is int
+    assert config_lib.xla_options("") == {}
+    c = config_lib.defaults()
+    c.train.xla_options = "xla_gpu_autotune_level"
+    with pytest.raises(UserError, match="'xla_gpu_autotune_level' is not name=value"):
+        config_lib.validate(c)
+
+
+def _runner_step_fusions(xla_options: str, parallel_mode: str = "mesh"):
+    """Fusions in the ENTRY of the train step a runner compiles for these options."""
+    from jaxft import config as config_lib
+    from jaxft.train import parallel
+
+    c = config_lib.defaults()
+    c.train.xla_options, c.train.parallel = xla_options, parallel_mode
+    state = {"w": np.ones((8, 8), np.float32)}
+
+    def make_train_step(axis_name):
+        return lambda state, batch: ({"w": jax.numpy.tanh(state["w"] * batch + 1)}, {})
+
+    runner = parallel.make_runner(c, state, make_train_step, lambda p, b: b)
+    text = runner.step.lower(state, np.float32(2.0)).compile().as_text()
+    return text[text.index("ENTRY") :].count("fusion(")
+
+
+def test_xla_options_reach_the_train_steps_compile_and_misspelt_ones_fail_up_front():
+    # XLA's CPU fusion pass, switched off through the option, leaves one fusion per op.
+    assert _runner_step_fusions("xla_disable_hlo_passes=fusion") > _runner_step_fusions("")
+    # A GPU option compiles on the CPU too: one experiment file serves both.
+    assert _runner_step_fusions("xla_gpu_autotune_level=0") == _runner_step_fusions("")
+    with pytest.raises(UserError, match="No such compile option: 'xla_gpu_autotune_levle'"):
+        _runner_step_fusions("xla_gpu_autotune_levle=0")
+    with pytest.raises(UserError, match="jax.pmap takes no compile options"):
+        _runner_step_fusions("xla_gpu_autotune_level=0", "pmap")

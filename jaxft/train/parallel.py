@@ -18,6 +18,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from jaxft import config as config_lib
 from jaxft.errors import UserError
 from jaxft.train import sharding
 
@@ -47,20 +48,45 @@ def make_runner(cfg, state, make_train_step: Callable, eval_fn: Callable) -> Run
     batch)` is the pure eval step."""
     if cfg.train.parallel not in MODES:
         raise UserError(f"train.parallel={cfg.train.parallel!r}; choose one of {MODES}")
+    options = compile_options(cfg.train.get("xla_options", ""))
     if cfg.train.parallel == "pmap":
+        if options:
+            raise UserError(
+                "train.xla_options applies to jit-compiled steps and jax.pmap takes no compile "
+                "options; use train.parallel=mesh, or set them in the XLA_FLAGS environment "
+                "variable"
+            )
         return _pmap_runner(cfg, make_train_step, eval_fn)
     if jax.device_count() == 1:
         return Runner(
-            step=jax.jit(make_train_step(None), donate_argnums=0),
+            step=jax.jit(make_train_step(None), donate_argnums=0, compiler_options=options),
             put_batch=jax.device_put,
             place_state=lambda state: state,
             saveable=lambda state: state,
             eval_step=jax.jit(eval_fn),
         )
-    return _mesh_runner(cfg, state, make_train_step, eval_fn)
+    return _mesh_runner(cfg, state, make_train_step, eval_fn, options)
 
 
-def _mesh_runner(cfg, state, make_train_step, eval_fn) -> Runner:
+def compile_options(text: str) -> dict | None:
+    """`train.xla_options` as compile options for the train step (None when empty), checked
+    against this XLA by compiling a scalar function with them: a misspelt name fails here, once,
+    not at the first step. GPU options are accepted on a CPU, so one experiment file serves
+    both."""
+    options = config_lib.xla_options(text)
+    if not options:
+        return None
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=options).lower(np.float32(0)).compile()
+    except jax.errors.JaxRuntimeError as e:
+        raise UserError(
+            f"train.xla_options={text!r}: XLA refused them ({str(e).strip()}); the names are "
+            "XLA's DebugOptions fields, e.g. xla_gpu_autotune_level"
+        ) from None
+    return options
+
+
+def _mesh_runner(cfg, state, make_train_step, eval_fn, options) -> Runner:
     mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
     sharding.check_batch(cfg.train.batch_size, mesh.size)
     sharding.check_batch(cfg.train.eval_batch_size, mesh.size, "train.eval_batch_size")
@@ -72,6 +98,7 @@ def _mesh_runner(cfg, state, make_train_step, eval_fn) -> Runner:
         in_shardings=(state_shardings, rows),
         out_shardings=(state_shardings, replicated),
         donate_argnums=0,
+        compiler_options=options,
     )
     per_device, total = sharding.bytes_per_device(state, state_shardings)
     log.info(
