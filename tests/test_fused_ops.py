@@ -82,6 +82,28 @@ def test_rms_norm_matches_autodiff(x_dtype):
         assert _rel(g, g_ref) < (2e-5 if x_dtype == jnp.float32 else 2e-2)
 
 
+def _barrier_operands(fn, *args):
+    jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+    return [
+        [(v.aval.shape, v.aval.dtype) for v in e.invars]
+        for e in jaxpr.eqns
+        if e.primitive.name == "optimization_barrier"
+    ]
+
+
+def test_layer_norm_keeps_its_row_statistics_for_the_backward_behind_a_barrier():
+    # Under differentiation the forward keeps its float32 row statistics behind an optimization
+    # barrier: XLA's GPU compiler otherwise recomputes them in the backward and writes g·x̂ out
+    # in float32 for the scale gradient to read back. Without differentiation (evaluation, a
+    # frozen backbone) there is no barrier, so the norm stays one fused kernel.
+    x, scale, bias = jnp.ones((2, 3, 8), jnp.bfloat16), jnp.ones(8), jnp.zeros(8)
+    fn = lambda x, s, b: layers.layer_norm(x, s, b, 1e-12, jnp.bfloat16)
+    assert _barrier_operands(lambda *a: jax.vjp(fn, *a)[0], x, scale, bias) == [
+        [((2, 3, 1), jnp.float32)] * 2
+    ]
+    assert _barrier_operands(fn, x, scale, bias) == []
+
+
 def test_custom_backward_composes_with_remat_and_scan():
     """The custom backward composes with jax.checkpoint and lax.scan (scan_layers, remat)."""
     x = jnp.asarray(np.random.default_rng(2).normal(size=(4, 2, 16)), jnp.float32)

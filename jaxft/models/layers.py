@@ -241,13 +241,27 @@ def layer_norm(x, scale, bias, epsilon: float, dtype):
     """(x - mean) / std * scale + bias over the last axis, statistics in float32, output in
     `dtype`. Its backward keeps x (the residual sum, bf16 under mixed precision) and two floats
     per row, and recomputes the normalised x instead of keeping it."""
-    return _layer_norm_fwd(x, scale, bias, epsilon, dtype)[0]
+    return _layer_norm(x, scale, bias, epsilon, dtype)[0]
+
+
+def _layer_norm(x, scale, bias, epsilon, dtype):
+    xf, mean, rstd = _norm_stats(x, epsilon)
+    y = (xf - mean) * rstd * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+    return y.astype(dtype), mean, rstd
+
+
+def _kept_stats(stats):
+    """The row statistics a norm's backward reads, kept as computed in the forward pass. Without
+    the barrier XLA's GPU compiler recomputes them in the backward inside a Triton fusion, which
+    then writes g·x̂ out in float32 for the scale gradient's column sum to read back: compiled
+    for an H100, 50 MB more per norm of the BERT-base step (benchmarks/gpu_hlo.py)."""
+    return jax.lax.optimization_barrier(stats)
 
 
 def _layer_norm_fwd(x, scale, bias, epsilon, dtype):
-    xf, mean, rstd = _norm_stats(x, epsilon)
-    y = (xf - mean) * rstd * scale.astype(jnp.float32) + bias.astype(jnp.float32)
-    return y.astype(dtype), (x, mean, rstd, scale, bias)
+    y, mean, rstd = _layer_norm(x, scale, bias, epsilon, dtype)
+    mean, rstd = _kept_stats((mean, rstd))
+    return y, (x, mean, rstd, scale, bias)
 
 
 def _layer_norm_bwd(epsilon, dtype, saved, grad):
@@ -285,6 +299,8 @@ def rms_norm(x, scale, epsilon: float, dtype):
 
 
 def _rms_norm_fwd(x, scale, epsilon, dtype):
+    # No barrier on rstd as in layer_norm: compiled for an H100, the T5-base step is the same
+    # with or without one (XLA keeps the forward's rstd here).
     xf = x.astype(jnp.float32)
     rstd = jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + epsilon)
     return (xf * rstd * scale.astype(jnp.float32)).astype(dtype), (x, rstd, scale)
