@@ -251,7 +251,7 @@ def _layer_norm(x, scale, bias, epsilon, dtype):
 
 
 def _kept_stats(stats):
-    """The row statistics a norm's backward reads, kept as computed in the forward pass. Without
+    """The row statistics LayerNorm's backward reads, kept as the forward computed them. Without
     the barrier XLA's GPU compiler recomputes them in the backward inside a Triton fusion, which
     then writes g·x̂ out in float32 for the scale gradient's column sum to read back: compiled
     for an H100, 50 MB more per norm of the BERT-base step (benchmarks/gpu_hlo.py)."""
@@ -299,8 +299,8 @@ def rms_norm(x, scale, epsilon: float, dtype):
 
 
 def _rms_norm_fwd(x, scale, epsilon, dtype):
-    # No barrier on rstd as in layer_norm: compiled for an H100, the T5-base step is the same
-    # with or without one (XLA keeps the forward's rstd here).
+    # Unlike layer_norm's, this forward needs no barrier on its statistics: compiled for an H100,
+    # the T5-base step is the same with or without one (XLA keeps the forward's rstd here).
     xf = x.astype(jnp.float32)
     rstd = jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + epsilon)
     return (xf * rstd * scale.astype(jnp.float32)).astype(dtype), (x, rstd, scale)
