@@ -237,17 +237,18 @@ def test_gpu_hlo_phases_reads_xlas_timers_from_what_fd_2_received():
         "I1127 05:28:48.476 9899 gpu_compiler.cc:2817] GpuCompiler::RunBackend for "
         "jit_train_step time: 750 ms (750000 us) (cumulative: 750 ms, max: 750 ms, #called: 1)",
     ]
-    with gpu_hlo.captured_stderr() as log:
+    with gpu_hlo.StderrCapture() as capture:
         os.write(2, ("\n".join(log_lines) + "\n").encode())
-    phases = gpu_hlo.xla_phases(log[0])
+    phases = gpu_hlo.xla_phases(capture.log)
     assert phases["hlo_passes_s"] == pytest.approx(6.53)
     assert phases["backend_s"] == pytest.approx(0.75)
     assert list(phases["passes"]) == ["priority-fusion", "cse"]
     assert phases["passes"]["cse"] == pytest.approx(0.1)
     # and the descriptor is the terminal's again
-    with gpu_hlo.captured_stderr() as log:
+    with gpu_hlo.StderrCapture() as capture:
         pass
-    assert log == [""]
+    assert capture.log == ""
+    os.write(2, b"")  # writable again
 
 
 def test_gpu_hlo_phases_refuses_to_run_after_jax_has_loaded():
