@@ -197,6 +197,10 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
     }
     assert set(rows) == expected
     assert all(r["samples_s"] > 0 and not r["error"] for r in rows.values())
+    # each jaxft row splits its compile time: JAX's tracing and lowering, then XLA
+    assert all(
+        0 < r["lower_s"] < r["compile_s"] for r in rows.values() if r["framework"] == "jaxft"
+    )
     ratios = {q["ratio"] for q in result["ratios"]}
     assert "bert full: jaxft / HF eager" in ratios
     assert "bert lora / bert full (jaxft)" in ratios
