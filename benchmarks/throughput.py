@@ -19,8 +19,9 @@ prefixed (frozen:flax_dropout; t5:cudnn_dropout the T5 step); they run after the
 in the order given, so a run cut short by --budget_s keeps what matters most.
 
 Columns: samples/s, tokens/s, ms/step, compile s (jaxft: lower + compile, the JSON's lower_s
-the lowering part; torch.compile: its first steps minus a steady step), memory (jaxft: XLA's buffer plan for the step, arguments +
-outputs + temporaries - donated aliases; torch: `max_memory_allocated`), and MFU = model FLOPs
+the lowering part; torch.compile: its first steps minus a steady step), memory (jaxft: XLA's
+buffer plan for the step, arguments + outputs + temporaries - donated aliases; torch:
+`max_memory_allocated`), and MFU = model FLOPs
 per step / step time / the device's dense peak (bf16 989 TFLOP/s on H100/H200 SXM; on a CPU
 pass --peak_tflops). Model FLOPs are counted analytically (`benchmarks/mfu.py` states the
 formula: a full step is 3x the forward matmul and attention FLOPs, LoRA and adapters 2x matmul
