@@ -8,6 +8,7 @@ with whatever the variant changes beyond them.
 """
 
 import contextlib
+import time
 
 # name -> what it changes against the library default
 ABLATIONS = {
@@ -123,10 +124,15 @@ def jaxft_settings(variant: str, dtype: str) -> dict:
     return s
 
 
-def compile_step(train_step, state, batch, variant: str, on_lowered=None):
+def compile_step(train_step, state, batch, variant: str):
     """`train_step` jitted (state donated), lowered and compiled for `variant`: the library
-    functions it swaps are swapped while tracing, its XLA options passed to the compiler.
-    `on_lowered()`, when given, is called between lowering and compiling (to time them)."""
+    functions it swaps are swapped while tracing, its XLA options passed to the compiler."""
+    return timed_compile(train_step, state, batch, variant)[0]
+
+
+def timed_compile(train_step, state, batch, variant: str):
+    """`compile_step`'s result, its seconds in all and the part of them JAX spent tracing and
+    lowering (the rest is XLA's)."""
     import jax
 
     on = parts(variant)
@@ -137,12 +143,13 @@ def compile_step(train_step, state, batch, variant: str, on_lowered=None):
         options["xla_gpu_dot_merger_threshold_mb"] = 0
     if "no_triton_gemm" in on:
         options["xla_gpu_enable_triton_gemm"] = False
+    start = time.perf_counter()
     with (
         autodiff_ops("autodiff_ops" in on),
         flax_dropout("flax_dropout" in on),
         softmax_vjp("softmax_vjp" in on),
     ):
         lowered = jax.jit(train_step, donate_argnums=0).lower(state, batch)
-    if on_lowered:
-        on_lowered()
-    return lowered.compile(compiler_options=options or None)
+    lower_s = time.perf_counter() - start
+    compiled = lowered.compile(compiler_options=options or None)
+    return compiled, time.perf_counter() - start, lower_s

@@ -31,7 +31,6 @@ import os
 import re
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import ablations
@@ -87,17 +86,11 @@ def compile_row(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=placed), tree
     )
     batch = throughput.numpy_batch(arch, dims, shape["vocab_size"])
-    lowered_at = []
-    start = time.perf_counter()
     with during or contextlib.nullcontext(), traced_for_gpu():
-        compiled = ablations.compile_step(
-            train_step,
-            abstract(state),
-            abstract(batch),
-            variant,
-            on_lowered=lambda: lowered_at.append(time.perf_counter()),
+        compiled, seconds, lower_s = ablations.timed_compile(
+            train_step, abstract(state), abstract(batch), variant
         )
-    return time.perf_counter() - start, compiled, lowered_at[0] - start
+    return seconds, compiled, lower_s
 
 
 # XLA's scoped timers, logged at VLOG 1 by the files that TF_CPP_VMODULE names.

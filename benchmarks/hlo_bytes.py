@@ -172,9 +172,9 @@ def summarize(kernels: list[dict], depth: int = 3) -> dict:
     for k in kernels:
         key = "library matmuls" if k["matmul"] else group_of(k["op_name"], depth)
         groups[key][0] += k["bytes"]
-        groups[key][1] += k.get("launches", 1)
+        groups[key][1] += k["launches"]
     other = sum(b for key, (b, _) in groups.items() if key != "library matmuls")
-    launches = sum(k.get("launches", 1) for k in kernels)
+    launches = sum(k["launches"] for k in kernels)
     return dict(groups=dict(groups), memory_bound_bytes=other, kernels=launches)
 
 

@@ -242,17 +242,9 @@ def jaxft_row(row: Row, shape: dict, steps: int, warmup: int, peak, hlo_dir: str
     batch = jax.tree_util.tree_map(
         jax.numpy.asarray, numpy_batch(row.arch, row.dims, shape["vocab_size"])
     )
-    start = time.perf_counter()
-    lowered_at = []
-    compiled = ablations.compile_step(
-        train_step,
-        state,
-        batch,
-        row.variant,
-        on_lowered=lambda: lowered_at.append(time.perf_counter()),
+    compiled, row.compile_s, row.lower_s = ablations.timed_compile(
+        train_step, state, batch, row.variant
     )
-    row.compile_s = time.perf_counter() - start
-    row.lower_s = lowered_at[0] - start
     # now, not with the row: a run killed in the timed steps still tells where its time went
     print(f"  {row.arch} {row.strategy} {row.variant}: built in {row.build_s:.1f} s, "
           f"compiled in {row.compile_s:.1f} s ({row.lower_s:.1f} s of it tracing and lowering)",

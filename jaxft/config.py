@@ -15,6 +15,7 @@ import ml_collections
 from jaxft import peft
 from jaxft.data import tasks
 from jaxft.errors import UserError, closest
+from jaxft.models.layers import ATTENTION_OPTIONS
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -286,7 +287,7 @@ def validate(config) -> None:
         ("param_dtype", c.param_dtype, ("float32", "bfloat16")),
         ("train.parallel", c.train.parallel, ("mesh", "pmap")),
         ("train.dropout_rng", c.train.dropout_rng, ("threefry", "rbg")),
-        ("attention", c.attention, ("auto", "explicit", "fused", "cudnn_dropout")),
+        ("attention", c.attention, ATTENTION_OPTIONS),
         ("remat", c.remat, ("none", "full", "dots")),
     )
     for key, value, allowed in choices:
