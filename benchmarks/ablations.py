@@ -35,19 +35,27 @@ T5_ABLATIONS = {"rbg", "float32", "autodiff_ops", "flax_dropout", "autotune0", "
 
 @contextlib.contextmanager
 def flax_dropout(on: bool):
-    """While tracing, dropout masks drawn as flax's nn.Dropout draws them: the library before
-    its masks took 16 bits per element, four elements per threefry hash."""
+    """While tracing, dropout masks drawn as flax's nn.Dropout draws them, one
+    `jax.random.bernoulli` (a threefry hash per element) per site: the library before its masks
+    took 16 bits per element, four elements per hash, and a block's masks one hash."""
     import jax
 
-    from jaxft.models import layers
+    from jaxft.models import dropout
 
-    saved = layers.keep_mask
+    def bernoulli_masks(key, rates, shapes):
+        keys = jax.random.split(key, len(shapes))
+        return tuple(
+            jax.random.bernoulli(k, 1.0 - rate, shape)
+            for k, rate, shape in zip(keys, rates, shapes, strict=True)
+        )
+
+    saved = dropout.keep_masks
     if on:
-        layers.keep_mask = lambda key, rate, shape: jax.random.bernoulli(key, 1.0 - rate, shape)
+        dropout.keep_masks = bernoulli_masks
     try:
         yield
     finally:
-        layers.keep_mask = saved
+        dropout.keep_masks = saved
 
 
 @contextlib.contextmanager

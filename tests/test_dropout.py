@@ -1,12 +1,15 @@
-"""jaxft's dropout: masks drawn 16 bits per element, four elements per threefry hash, must
-still drop each element independently at the given rate, and be a pure function of the key."""
+"""jaxft's dropout: masks drawn 16 bits per element, four elements per threefry hash, and a
+block's masks from one hash, must still drop each element independently at its site's rate,
+and be a pure function of the key."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxft.models import layers
+from jaxft.models import bert, heads, t5
+from jaxft.models import dropout as dropout_lib
 
 RATE = 0.1
 
@@ -19,7 +22,7 @@ def _sigmas(observed, expected_p, n):
 @pytest.mark.parametrize("impl", ["threefry2x32", "rbg"])
 def test_each_element_is_kept_at_the_rate_and_independently_of_its_neighbours(impl):
     key = jax.random.key(3, impl=impl)
-    keep = np.asarray(jax.jit(layers.keep_mask, static_argnums=(1, 2))(key, RATE, (256, 4096)))
+    keep = np.asarray(jax.jit(dropout_lib.keep_mask, static_argnums=(1, 2))(key, RATE, (256, 4096)))
     assert keep.shape == (256, 4096) and keep.dtype == bool
     assert _sigmas(keep.mean(), 1 - RATE, keep.size) < 5
     # Elements that share a hash word (4 along the last axis) and those that don't.
@@ -33,56 +36,134 @@ def test_each_element_is_kept_at_the_rate_and_independently_of_its_neighbours(im
 
 def test_masks_are_a_pure_function_of_the_key_and_differ_between_keys():
     shape = (3, 5, 7)  # a last axis that is not a multiple of 4
-    a = layers.keep_mask(jax.random.key(0), 0.5, shape)
+    a = dropout_lib.keep_mask(jax.random.key(0), 0.5, shape)
     assert a.shape == shape
-    np.testing.assert_array_equal(a, layers.keep_mask(jax.random.key(0), 0.5, shape))
-    np.testing.assert_array_equal(a, layers.keep_mask(jax.random.PRNGKey(0), 0.5, shape))
-    assert not np.array_equal(a, layers.keep_mask(jax.random.key(1), 0.5, shape))
+    np.testing.assert_array_equal(a, dropout_lib.keep_mask(jax.random.key(0), 0.5, shape))
+    np.testing.assert_array_equal(a, dropout_lib.keep_mask(jax.random.PRNGKey(0), 0.5, shape))
+    assert not np.array_equal(a, dropout_lib.keep_mask(jax.random.key(1), 0.5, shape))
 
 
 def test_dropout_keeps_the_expectation_and_its_gradient_is_the_mask():
     x = jnp.full((512, 1024), 2.0)
     key = jax.random.key(7)
-    out, vjp = jax.vjp(lambda t: layers.dropout(t, RATE, key), x)
-    keep = np.asarray(layers.keep_mask(key, RATE, x.shape))
+    out, vjp = jax.vjp(lambda t: dropout_lib.dropout(t, RATE, key), x)
+    keep = np.asarray(dropout_lib.keep_mask(key, RATE, x.shape))
     scale = 1 / (1 - round(RATE * 65536) / 65536)
     np.testing.assert_allclose(np.asarray(out), np.where(keep, 2.0 * scale, 0.0), rtol=1e-6)
     np.testing.assert_allclose(np.asarray(vjp(jnp.ones_like(x))[0]), np.where(keep, scale, 0.0))
     assert abs(float(out.mean()) / 2.0 - 1.0) < 5 * np.sqrt(RATE / (1 - RATE) / x.size)
     # bf16 activations stay bf16
-    assert layers.dropout(x.astype(jnp.bfloat16), RATE, key).dtype == jnp.bfloat16
+    assert dropout_lib.dropout(x.astype(jnp.bfloat16), RATE, key).dtype == jnp.bfloat16
 
 
 def test_rates_zero_and_one_and_deterministic_mode():
     x = jnp.arange(12.0).reshape(3, 4)
     key = jax.random.key(0)
-    np.testing.assert_array_equal(layers.dropout(x, 0.0, key), x)
-    np.testing.assert_array_equal(layers.dropout(x, 1.0, key), jnp.zeros_like(x))
-    module = layers.Dropout(0.5)
+    np.testing.assert_array_equal(dropout_lib.dropout(x, 0.0, key), x)
+    np.testing.assert_array_equal(dropout_lib.dropout(x, 1.0, key), jnp.zeros_like(x))
+    module = dropout_lib.Dropout(0.5)
     np.testing.assert_array_equal(module.apply({}, x, deterministic=True), x)
     dropped = module.apply({}, x, deterministic=False, rngs={"dropout": key})
     assert set(np.unique(np.asarray(dropped) / np.maximum(np.asarray(x), 1))) <= {0.0, 2.0}
 
 
 def test_without_jaxs_exported_threefry_hash_masks_come_from_random_bits(monkeypatch):
-    hashed = np.asarray(layers.keep_mask(jax.random.key(5), RATE, (64, 4096)))
-    monkeypatch.setattr(layers, "threefry2x32_p", None)
-    keep = np.asarray(layers.keep_mask(jax.random.key(5), RATE, (64, 4096)))
+    hashed = np.asarray(dropout_lib.keep_mask(jax.random.key(5), RATE, (64, 4096)))
+    monkeypatch.setattr(dropout_lib, "threefry2x32_p", None)
+    keep = np.asarray(dropout_lib.keep_mask(jax.random.key(5), RATE, (64, 4096)))
     assert _sigmas(keep.mean(), 1 - RATE, keep.size) < 5
     # and with it, threefry keys do take the hash path: the masks are not the fallback's
     assert not np.array_equal(hashed, keep)
 
 
 @pytest.mark.parametrize("impl", ["threefry2x32", "rbg"])
-def test_the_mask_is_kept_as_one_bool_array_behind_an_optimization_barrier(impl):
-    # The barrier stops XLA from fusing the hash into every reader of the mask (forward and
-    # backward), and its operand must be the bool mask itself, not the hash words: XLA's GPU
+def test_the_masks_are_kept_as_one_bool_array_behind_an_optimization_barrier(impl):
+    # The barrier stops XLA from fusing the hash into every reader of the masks (forward and
+    # backward), and its operand must be the bool bank itself, not the hash words: XLA's GPU
     # Triton fusions take a bool operand into the LayerNorm after the dropout, not the integer
     # compare that would turn words into a mask (gpu_hlo.py: 12-18% fewer bytes per step).
     key = jax.random.key(0, impl=impl)
-    jaxpr = jax.make_jaxpr(lambda k: layers.keep_mask(k, RATE, (4, 6, 10)))(key).jaxpr
+    shapes = [(4, 6, 10), (4, 3, 5, 5), (4, 7)]
+    jaxpr = jax.make_jaxpr(lambda k: dropout_lib.keep_masks(k, (RATE,) * 3, shapes))(key).jaxpr
     barriers = [e for e in jaxpr.eqns if e.primitive.name == "optimization_barrier"]
     assert len(barriers) == 1
     (operand,) = barriers[0].invars
-    assert operand.aval.dtype == jnp.bool_ and operand.aval.shape == (4, 6, 10)
-    assert barriers[0].outvars == list(jaxpr.outvars)
+    # each row: 60 elements in 15 words, 75 in 19 (one padded), 7 in 2
+    assert operand.aval.dtype == jnp.bool_ and operand.aval.shape == (4, 4 * (15 + 19 + 2))
+    names = [e.primitive.name for e in jaxpr.eqns]
+    assert names.count("threefry2x32") + names.count("random_bits") == 1  # one hash
+
+
+def test_a_blocks_masks_come_from_one_bank_at_their_own_rates_and_independently():
+    shapes = [(64, 8, 128), (64, 2, 128, 128), (64, 8, 128)]
+    rates = (0.1, 0.5, 0.3)
+    keep = [np.asarray(m) for m in dropout_lib.keep_masks(jax.random.key(11), rates, shapes)]
+    for mask, shape, rate in zip(keep, shapes, rates, strict=True):
+        assert mask.shape == shape and mask.dtype == bool
+        assert _sigmas(mask.mean(), 1 - rate, mask.size) < 5, rate
+    both = (keep[0] & keep[2]).mean()
+    assert _sigmas(both, 0.9 * 0.7, keep[0].size) < 5
+    assert not np.array_equal(keep[0], keep[2])
+
+
+def test_a_rows_masks_do_not_depend_on_the_batch_size():
+    # Counters run row by row over a fixed number of words per row, so a batch-sharded bank is
+    # hashed shard by shard and a batch's first rows drop what a smaller batch drops.
+    key = jax.random.key(2)
+    small = dropout_lib.keep_masks(key, (RATE, RATE), [(2, 3, 9), (2, 4, 4)])
+    large = dropout_lib.keep_masks(key, (RATE, RATE), [(5, 3, 9), (5, 4, 4)])
+    for few, many in zip(small, large, strict=True):
+        np.testing.assert_array_equal(few, many[:2])
+
+
+class _Block(nn.Module):
+    sites: tuple
+
+    @nn.compact
+    def __call__(self, deterministic):
+        return dropout_lib.site_masks(self, deterministic, self.sites)
+
+
+def test_site_masks_draw_only_the_sites_that_drop():
+    sites = ((0.1, (4, 8)), (0.0, (4, 8)), (0.2, None), (1.0, (4, 3)), (0.5, (4, 2, 2)))
+    block = _Block(sites)
+    assert block.apply({}, True) == [None] * 5
+    masks = block.apply({}, False, rngs={"dropout": jax.random.key(0)})
+    assert masks[1] is None and masks[2] is None
+    assert masks[0].shape == (4, 8) and masks[4].shape == (4, 2, 2)
+    np.testing.assert_array_equal(masks[3], np.zeros((4, 3), bool))
+    expected = dropout_lib.keep_masks(
+        block.apply(
+            {}, method=lambda m: m.make_rng("dropout"), rngs={"dropout": jax.random.key(0)}
+        ),
+        (0.1, 0.5),
+        [(4, 8), (4, 2, 2)],
+    )
+    np.testing.assert_array_equal(masks[0], expected[0])
+    np.testing.assert_array_equal(masks[4], expected[1])
+
+
+def _hashes(fn, *args) -> int:
+    return str(jax.make_jaxpr(fn)(*args)).count("threefry2x32")
+
+
+def test_each_transformer_block_draws_its_masks_from_one_hash():
+    # XLA's GPU compiler spends ~0.2 s on every dropout hash it fuses, whatever its size: one
+    # per block instead of one per site took a third off BERT-base's compile (gpu_hlo.py).
+    ids = jnp.ones((2, 8), jnp.int32)
+    rngs = {"dropout": jax.random.key(1)}
+    config = bert.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3,
+                             num_attention_heads=2, intermediate_size=32)  # fmt: skip
+    model = bert.BertModel(config, head=heads.HeadConfig(num_labels=2))
+    params = model.init(jax.random.key(0), ids)
+    train = lambda p: model.apply(p, ids, deterministic=False, rngs=rngs).logits
+    assert _hashes(train, params) == 3 + 2  # the layers, the embeddings and the head
+    config = t5.T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=2,
+                         num_decoder_layers=2, num_heads=2)  # fmt: skip
+    model = t5.T5Model(config)
+    params = model.init(jax.random.key(0), ids, decoder_input_ids=ids)
+    train = lambda p: (
+        model.apply(p, ids, decoder_input_ids=ids, deterministic=False, rngs=rngs).logits
+    )
+    # the blocks, and each stack's dropout on its embeddings and on its final norm's output
+    assert _hashes(train, params) == 2 + 2 + 2 * 2

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxft.models import dropout as dropout_lib
 from jaxft.models import layers
 
 
@@ -137,10 +138,10 @@ def _attention_case(dtype, seed=0):
 @pytest.mark.parametrize("rate", [0.0, 0.3])
 def test_attention_probs_vjp_matches_softmax_and_dropout_by_autodiff(dtype, rate):
     scores, biases, cot = _attention_case(dtype)
-    key = jax.random.key(7) if rate else None
+    keep = dropout_lib.keep_mask(jax.random.key(7), rate, scores.shape) if rate else None
 
     def run(fn):
-        out, vjp = jax.vjp(lambda s, b: fn(s, b, 0.125, rate, key, dtype), scores, biases)
+        out, vjp = jax.vjp(lambda s, b: fn(s, b, 0.125, rate, keep, dtype), scores, biases)
         return out, vjp(cot)
 
     out, (d_scores, d_biases) = run(jax.jit(layers.attention_probs_vjp, static_argnums=(2, 3, 5)))
@@ -152,7 +153,7 @@ def test_attention_probs_vjp_matches_softmax_and_dropout_by_autodiff(dtype, rate
     assert _rel(d_scores, d_scores_ref) < tol
     assert _rel(d_biases[0], d_biases_ref[0]) < tol  # T5's learned position bias
     assert np.all(np.asarray(out)[1, ..., 9:] == 0)  # padded keys get no weight
-    if rate:  # the same elements dropped as `dropout` drops them
+    if rate:  # the same elements dropped, those the mask drops
         assert np.array_equal(np.asarray(out) == 0, np.asarray(ref) == 0)
         assert 0.1 < np.mean(np.asarray(out)[0] == 0) < 0.5
 

@@ -22,10 +22,10 @@ import numpy as np
 
 from jaxft.models import heads as heads_lib
 from jaxft.models import layers as layers_lib
+from jaxft.models.dropout import Dropout, apply_mask, site_masks
 from jaxft.models.layers import (
     Adapter,
     Dense,
-    Dropout,
     Dtype,
     LayerNorm,
     activation,
@@ -134,15 +134,15 @@ class SelfAttention(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, mask, deterministic):
+    def __call__(self, x, mask, deterministic, probs_keep=None):
+        """`probs_keep`: the attention probabilities' dropout mask, of `probs_mask_shape`."""
         c = self.config
         dense = lambda n: Dense(
             c.hidden_size, dtype=self.dtype, lora_dropout=c.lora_dropout, name=n
         )
         heads = lambda t: t.reshape(t.shape[:-1] + (c.num_attention_heads, c.head_dim))
         q, k, v = (heads(dense(n)(x, deterministic)) for n in ("query", "key", "value"))
-        prefixed = self.has_variable("params", "prefix_key")
-        if prefixed:
+        if self._prefixed():
 
             def prefix(name):
                 learned = heads(self.get_variable("params", name).astype(k.dtype))
@@ -151,9 +151,7 @@ class SelfAttention(nn.Module):
             k = jnp.concatenate([prefix("prefix_key"), k], axis=1)
             v = jnp.concatenate([prefix("prefix_value"), v], axis=1)
         rate = 0.0 if deterministic else c.attention_probs_dropout_prob
-        kernel = attention_kernel(
-            c.attention, q.dtype, c.head_dim, rate > 0, prefixed, scanned=c.scan_layers
-        )
+        kernel = self._kernel(rate)
         if kernel is not None:
             seed = layers_lib.call_seed(c.dropout_seed, self.scope.path)
             context = fused_attention(q, k, v, layers_lib.key_lengths(mask), kernel, rate, seed)
@@ -161,12 +159,30 @@ class SelfAttention(nn.Module):
             bias = attention_bias(mask)  # learned prefixes, in front, are always attended to
             bias = jnp.pad(bias, [(0, 0)] * 3 + [(k.shape[1] - bias.shape[-1], 0)])
             scores = jnp.einsum("bqhd,bkhd->bhqk", q, k)
-            drop = Dropout(c.attention_probs_dropout_prob)
             probs = layers_lib.attention_probs(
-                scores, (bias,), c.head_dim**-0.5, drop.rate, drop.key(deterministic), self.dtype
+                scores, (bias,), c.head_dim**-0.5, rate, probs_keep, self.dtype
             )
             context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
         return dense("output")(context.reshape(x.shape[:2] + (c.hidden_size,)), deterministic)
+
+    def probs_mask_shape(self, x, deterministic) -> tuple | None:
+        """[batch, heads, queries, keys] of the dropout mask the explicit path applies to the
+        attention probabilities, None where nothing drops them or cuDNN's kernel does."""
+        c = self.config
+        rate = 0.0 if deterministic else c.attention_probs_dropout_prob
+        if rate <= 0.0 or self._kernel(rate) is not None:
+            return None
+        prefix = self.get_variable("params", "prefix_key").shape[0] if self._prefixed() else 0
+        return (x.shape[0], c.num_attention_heads, x.shape[1], prefix + x.shape[1])
+
+    def _prefixed(self) -> bool:
+        return self.has_variable("params", "prefix_key")
+
+    def _kernel(self, rate: float) -> str | None:
+        c = self.config
+        return attention_kernel(
+            c.attention, self.dtype, c.head_dim, rate > 0, self._prefixed(), c.scan_layers
+        )
 
 
 class Layer(nn.Module):
@@ -183,7 +199,6 @@ class Layer(nn.Module):
     @nn.compact
     def __call__(self, x, mask, deterministic):
         c = self.config
-        drop = lambda t: Dropout(c.hidden_dropout_prob)(t, deterministic=deterministic)
         norm = lambda n: LayerNorm(c.layer_norm_eps, dtype=self.dtype, name=n)
         dense = lambda size, n: Dense(size, dtype=self.dtype, lora_dropout=c.lora_dropout, name=n)
         adapt = lambda t, n: (
@@ -191,11 +206,24 @@ class Layer(nn.Module):
             if self.has_variable("params", n)
             else t
         )
-        attended = SelfAttention(c, self.dtype, name="attention")(x, mask, deterministic)
-        x = norm("attention_norm")(x + drop(adapt(attended, "adapter_attention")))
+        attention = SelfAttention(c, self.dtype, name="attention")
+        # The block's three dropout masks come from one hash (dropout.site_masks).
+        rate = c.hidden_dropout_prob
+        probs_keep, attended_keep, output_keep = site_masks(
+            self,
+            deterministic,
+            [
+                (c.attention_probs_dropout_prob, attention.probs_mask_shape(x, deterministic)),
+                (rate, x.shape),
+                (rate, x.shape),
+            ],
+        )
+        attended = attention(x, mask, deterministic, probs_keep)
+        attended = apply_mask(adapt(attended, "adapter_attention"), rate, attended_keep)
+        x = norm("attention_norm")(x + attended)
         h = dense(c.intermediate_size, "intermediate")(x, deterministic)
         h = dense(c.hidden_size, "output")(activation(c.hidden_act)(h), deterministic)
-        return norm("output_norm")(x + drop(adapt(h, "adapter_output")))
+        return norm("output_norm")(x + apply_mask(adapt(h, "adapter_output"), rate, output_keep))
 
 
 class Encoder(nn.Module):

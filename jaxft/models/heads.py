@@ -11,7 +11,8 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxft.models.layers import Dense, Dropout, Dtype
+from jaxft.models.dropout import Dropout
+from jaxft.models.layers import Dense, Dtype
 
 HEAD_KINDS = ("classification", "token_classification", "question_answering")
 POOLINGS = ("cls", "mean")

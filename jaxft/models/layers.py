@@ -8,7 +8,8 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from jaxft.models.dropout import Dropout, apply_mask, keep_scale
 
 Dtype = jnp.dtype | type
 
@@ -58,99 +59,6 @@ def activation(name: str) -> Callable:
     if name not in ACTIVATIONS:
         raise ValueError(f"unsupported activation {name!r}; known: {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]
-
-
-try:  # the threefry hash itself, for dropout's words; jax.random.bits where it is not exported
-    from jax.extend.random import threefry2x32_p
-except ImportError:  # pragma: no cover
-    threefry2x32_p = None
-
-# Dropout decides each element with 16 random bits: a drop rate is rounded to a multiple of 2^-16.
-_DROP_LEVELS = 1 << 16
-
-
-def _drop_threshold(rate: float) -> int:
-    """16-bit values below this are dropped: round(rate·2^16), at most 2^16 - 1."""
-    return min(round(rate * _DROP_LEVELS), _DROP_LEVELS - 1)
-
-
-def _position_counters(shape) -> jax.Array:
-    """uint32 [shape]: each position's row-major index, summed from per-axis iotas (no flat
-    iota to reshape), so a sharded array's counters are computed shard by shard."""
-    if np.prod(shape, dtype=np.int64) >= 2**32:
-        raise ValueError(f"a dropout mask of shape {shape} has 2^32 or more hash words")
-    strides = np.cumprod((tuple(shape[1:]) + (1,))[::-1])[::-1]
-    return sum(
-        jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)
-        for axis, stride in enumerate(strides)
-    )
-
-
-def _word_pairs(key, words) -> tuple[jax.Array, jax.Array]:
-    """Two uint32 [words] arrays of random bits: with a threefry key, the two outputs of one
-    threefry2x32 hash of each position's counter; with another key (rbg), `jax.random.bits`.
-
-    `jax.random.bits` with a threefry key hashes once per element and keeps 32 of the 64 bits:
-    on 2 CPU cores, dropout masks drawn that way took a fifth of a MiniLM train step."""
-    if threefry2x32_p is not None and str(jax.random.key_impl(key)) == "threefry2x32":
-        k1, k2 = jax.random.key_data(key)
-        counters = _position_counters(words)
-        w1, w2 = threefry2x32_p.bind(k1, k2, jnp.zeros_like(counters), counters)
-    else:
-        w1, w2 = jax.random.bits(key, (2,) + words, jnp.uint32)
-    return w1, w2
-
-
-def keep_mask(key: jax.Array, rate: float, shape: tuple) -> jax.Array:
-    """bool [shape], each element True with probability 1 - rate (rate rounded to a multiple of
-    2^-16), independently, from a threefry key (typed or raw uint32[2]) or an rbg key. Each
-    element is decided by 16 random bits, four elements by each pair of 32-bit words."""
-    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.wrap_key_data(key)  # a raw uint32[2] key is a threefry key
-    shape = tuple(shape)
-    words = shape[:-1] + (-(-shape[-1] // 4),)
-    w1, w2 = _word_pairs(key, words)
-    threshold = jnp.uint32(_drop_threshold(rate))
-    lanes = [w1 & 0xFFFF, w1 >> 16, w2 & 0xFFFF, w2 >> 16]
-    keep = jnp.stack([lane >= threshold for lane in lanes], axis=-1)
-    keep = keep.reshape(shape[:-1] + (4 * words[-1],))[..., : shape[-1]]
-    # The mask (one byte per element) passes an optimization barrier, so XLA hashes once and
-    # keeps the mask instead of fusing the hash into every consumer (the forward and backward
-    # passes both read it). A bool mask, not the words: XLA's GPU Triton fusions take a bool
-    # operand but not the integer compare, so the dropout, residual add and LayerNorm after it
-    # become one kernel, and readers of the mask read a byte per element (BERT-base and T5-base
-    # default steps compiled for an H100 move 12-18% fewer bytes, benchmarks/gpu_hlo.py).
-    return jax.lax.optimization_barrier(keep)
-
-
-def dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
-    """x with elements zeroed at `rate` and the kept ones scaled so the expectation is x."""
-    if rate <= 0.0:
-        return x
-    if rate >= 1.0:
-        return jnp.zeros_like(x)
-    keep = keep_mask(key, rate, x.shape)
-    scale = _DROP_LEVELS / (_DROP_LEVELS - _drop_threshold(rate))  # 1 / P(keep), exactly
-    return jnp.where(keep, x * jnp.asarray(scale, x.dtype), jnp.zeros((), x.dtype))
-
-
-class Dropout(nn.Module):
-    """`nn.Dropout`'s interface over `dropout`: masks from the "dropout" rng stream, four
-    elements per threefry hash."""
-
-    rate: float
-
-    @nn.compact
-    def __call__(self, x, deterministic: bool):
-        key = self.key(deterministic)
-        return x if key is None else dropout(x, self.rate, key)
-
-    def key(self, deterministic: bool) -> jax.Array | None:
-        """The key `__call__` would draw its mask from, None where it would not drop (for
-        callers that fuse the dropout into their own computation, as `attention_probs`)."""
-        if deterministic or self.rate <= 0.0:
-            return None
-        return self.make_rng("dropout")
 
 
 class Dense(nn.Module):
@@ -340,20 +248,18 @@ def attention_bias(attention_mask: jax.Array) -> jax.Array:
     return jnp.where(keep, 0.0, jnp.finfo(jnp.float32).min)
 
 
-def attention_probs(scores, biases, scale=1.0, rate=0.0, key=None, dtype=None) -> jax.Array:
+def attention_probs(scores, biases, scale=1.0, rate=0.0, keep=None, dtype=None) -> jax.Array:
     """dropout(softmax(scores·scale + sum(biases))) over the last axis, computed in float32 and
     returned in `dtype` (default: the scores'), ready for the probs·V matmul.
 
     `scores` [batch, heads, q, k] are the raw q·k products; `biases` is a tuple of additive
     float32 biases, each broadcastable to the scores (a padding mask, T5's position bias).
-    Dropout (at `rate`, masks from `key` as `dropout` draws them) applies when `key` is given.
+    Dropout at `rate` applies where a `keep` mask is given (`dropout.site_masks` draws it).
     JAX differentiates it; `attention_probs_vjp` is the same with a hand-written backward.
     """
     _check_biases(scores, biases)
     probs = jax.nn.softmax(_logits(scores, biases, scale), axis=-1)
-    if key is not None and rate > 0.0:
-        probs = dropout(probs, rate, key)
-    return probs.astype(dtype or scores.dtype)
+    return apply_mask(probs, rate, keep).astype(dtype or scores.dtype)
 
 
 def _check_biases(scores, biases):
@@ -361,7 +267,7 @@ def _check_biases(scores, biases):
         raise ValueError(f"biases of ranks {[b.ndim for b in biases]} for scores {scores.shape}")
 
 
-def attention_probs_vjp(scores, biases, scale=1.0, rate=0.0, key=None, dtype=None) -> jax.Array:
+def attention_probs_vjp(scores, biases, scale=1.0, rate=0.0, keep=None, dtype=None) -> jax.Array:
     """`attention_probs` (same arguments, same values, same dropout masks) with a hand-written
     backward pass, for the throughput benchmark's `softmax_vjp` rows; the models do not use it.
 
@@ -377,14 +283,13 @@ def attention_probs_vjp(scores, biases, scale=1.0, rate=0.0, key=None, dtype=Non
     dtype = jnp.dtype(dtype or scores.dtype)
     biases = tuple(biases)
     _check_biases(scores, biases)
-    if key is None or rate <= 0.0:
-        keep, keep_scale = None, 1.0
+    if keep is None or rate <= 0.0:
+        keep, kept_scale = None, 1.0
     elif rate >= 1.0:
         return jnp.zeros(scores.shape, dtype)
     else:
-        keep = keep_mask(key, rate, scores.shape)
-        keep_scale = _DROP_LEVELS / (_DROP_LEVELS - _drop_threshold(rate))
-    return _attention_probs(scores, biases, keep, float(scale), keep_scale, dtype)
+        kept_scale = keep_scale(rate)
+    return _attention_probs(scores, biases, keep, float(scale), kept_scale, dtype)
 
 
 def _logits(scores, biases, scale):
@@ -402,11 +307,11 @@ def _probs(logits, top, log_sum):
     return jnp.exp((logits - top) - log_sum)
 
 
-def _probs_out(logits, top, log_sum, keep, keep_scale, dtype):
+def _probs_out(logits, top, log_sum, keep, kept_scale, dtype):
     probs = _probs(logits, top, log_sum)
     if keep is None:
         return probs.astype(dtype)
-    return jnp.where(keep, probs * keep_scale, 0.0).astype(dtype)
+    return jnp.where(keep, probs * kept_scale, 0.0).astype(dtype)
 
 
 def _sum_to(x, shape):
@@ -416,23 +321,23 @@ def _sum_to(x, shape):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _attention_probs(scores, biases, keep, scale, keep_scale, dtype):
-    return _attention_probs_fwd(scores, biases, keep, scale, keep_scale, dtype)[0]
+def _attention_probs(scores, biases, keep, scale, kept_scale, dtype):
+    return _attention_probs_fwd(scores, biases, keep, scale, kept_scale, dtype)[0]
 
 
-def _attention_probs_fwd(scores, biases, keep, scale, keep_scale, dtype):
+def _attention_probs_fwd(scores, biases, keep, scale, kept_scale, dtype):
     logits = _logits(scores, biases, scale)
     top = jnp.max(logits, axis=-1, keepdims=True)
     log_sum = jnp.log(jnp.sum(jnp.exp(logits - top), axis=-1, keepdims=True))
-    out = _probs_out(logits, top, log_sum, keep, keep_scale, dtype)
+    out = _probs_out(logits, top, log_sum, keep, kept_scale, dtype)
     return out, (scores, biases, keep, top, log_sum)
 
 
-def _attention_probs_bwd(scale, keep_scale, dtype, saved, grad):
+def _attention_probs_bwd(scale, kept_scale, dtype, saved, grad):
     scores, biases, keep, top, log_sum = saved
     logits = _logits(scores, biases, scale)
     # dL/dprobs before dropout: the output's gradient through the mask and its scale.
-    d_probs = grad.astype(jnp.float32) * keep_scale
+    d_probs = grad.astype(jnp.float32) * kept_scale
     if keep is not None:
         d_probs = jnp.where(keep, d_probs, 0.0)
     # Two passes over the logits, each recomputing exp (a barrier on the row sums keeps XLA

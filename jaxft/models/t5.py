@@ -28,7 +28,8 @@ import jax.numpy as jnp
 
 from jaxft.models import heads as heads_lib
 from jaxft.models import layers as layers_lib
-from jaxft.models.layers import Dense, Dropout, Dtype, activation
+from jaxft.models.dropout import Dropout, apply_mask, site_masks
+from jaxft.models.layers import Dense, Dtype, activation
 
 MODEL_TYPES = ("t5",)
 
@@ -148,7 +149,10 @@ class Attention(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, kv, masking: Masking, deterministic, decode=False, cross=False):
+    def __call__(
+        self, x, kv, masking: Masking, deterministic, decode=False, cross=False, probs_keep=None
+    ):
+        """`probs_keep`: the attention probabilities' dropout mask, of `probs_mask_shape`."""
         c = self.config
         # Hugging Face's T5 init: q carries the 1/sqrt(d_kv) that T5 leaves out of attention.
         stds = {
@@ -189,11 +193,7 @@ class Attention(nn.Module):
                 index.value = index.value + k.shape[1]
                 k, v = cached_k.value, cached_v.value
         rate = 0.0 if deterministic else c.dropout_rate
-        option = "explicit" if c.attention == "auto" else c.attention  # cuDNN when asked for
-        # cuDNN trains with a bias only over even lengths
-        odd = bool(q.shape[1] % 2 or k.shape[1] % 2) and masking.position_bias is not None
-        explicit_only = decode or masking.lengths is None or odd
-        kernel = layers_lib.attention_kernel(option, q.dtype, c.d_kv, rate > 0, explicit_only)
+        kernel = self._kernel(rate, q.shape[1], k.shape[1], masking, decode)
         if kernel is not None:
             context = layers_lib.fused_attention(
                 q,
@@ -209,12 +209,28 @@ class Attention(nn.Module):
             )
         else:
             scores = jnp.einsum("bqhd,bkhd->bhqk", q, k)
-            drop = Dropout(c.dropout_rate)
             probs = layers_lib.attention_probs(
-                scores, masking.biases, 1.0, drop.rate, drop.key(deterministic), self.dtype
+                scores, masking.biases, 1.0, rate, probs_keep, self.dtype
             )
             context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
         return dense(c.d_model, "o")(context.reshape(x.shape[:2] + (c.inner_dim,)), deterministic)
+
+    def probs_mask_shape(self, x, kv, masking: Masking, deterministic) -> tuple | None:
+        """[batch, heads, queries, keys] of the dropout mask the explicit path applies to the
+        attention probabilities of a training call, None where nothing drops them or cuDNN's
+        kernel does."""
+        rate = 0.0 if deterministic else self.config.dropout_rate
+        if rate <= 0.0 or self._kernel(rate, x.shape[1], kv.shape[1], masking, False):
+            return None
+        return (x.shape[0], self.config.num_heads, x.shape[1], kv.shape[1])
+
+    def _kernel(self, rate, q_len, k_len, masking: Masking, decode) -> str | None:
+        c = self.config
+        option = "explicit" if c.attention == "auto" else c.attention  # cuDNN when asked for
+        # cuDNN trains with a bias only over even lengths
+        odd = bool(q_len % 2 or k_len % 2) and masking.position_bias is not None
+        explicit_only = decode or masking.lengths is None or odd
+        return layers_lib.attention_kernel(option, self.dtype, c.d_kv, rate > 0, explicit_only)
 
 
 class FeedForward(nn.Module):
@@ -222,7 +238,8 @@ class FeedForward(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, deterministic):
+    def __call__(self, x, deterministic, inner_keep=None):
+        """`inner_keep`: the dropout mask of the inner activation [batch, len, d_ff]."""
         c = self.config
         dense = lambda size, n: Dense(
             size,
@@ -239,8 +256,7 @@ class FeedForward(nn.Module):
             )
         else:
             h = act(dense(c.d_ff, "wi")(x, deterministic))
-        h = Dropout(c.dropout_rate)(h, deterministic=deterministic)
-        return dense(c.d_model, "wo")(h, deterministic)
+        return dense(c.d_model, "wo")(apply_mask(h, c.dropout_rate, inner_keep), deterministic)
 
 
 class Block(nn.Module):
@@ -254,21 +270,44 @@ class Block(nn.Module):
     def __call__(self, x, self_masking, memory, cross_masking, deterministic, decode=False):
         c = self.config
         norm = lambda n: RMSNorm(c.layer_norm_epsilon, self.dtype, name=n)
-        drop = lambda t: Dropout(c.dropout_rate)(t, deterministic=deterministic)
-        h = norm("self_attention_norm")(x)
-        x = x + drop(
-            Attention(c, self.dtype, name="self_attention")(
-                h, h, self_masking, deterministic, decode=decode
-            )
-        )
+        self_attention = Attention(c, self.dtype, name="self_attention")
+        cross_attention = None
         if self.is_decoder:
+            cross_attention = Attention(c, self.dtype, name="cross_attention")
+        # The block's dropout masks come from one hash (dropout.site_masks): the attention
+        # probabilities', the feed-forward inner activation's, and each residual branch's.
+        rate, shape = c.dropout_rate, x.shape
+        sites = [
+            (rate, self_attention.probs_mask_shape(x, x, self_masking, deterministic)),
+            (rate, shape[:-1] + (c.d_ff,)),
+            (rate, shape),
+            (rate, shape),
+        ]
+        if cross_attention is not None:
+            cross_shape = cross_attention.probs_mask_shape(x, memory, cross_masking, deterministic)
+            sites += [(rate, cross_shape), (rate, shape)]
+        keep = site_masks(self, deterministic, sites)
+        h = norm("self_attention_norm")(x)
+        attended = self_attention(
+            h, h, self_masking, deterministic, decode=decode, probs_keep=keep[0]
+        )
+        x = x + apply_mask(attended, rate, keep[2])
+        if cross_attention is not None:
             h = norm("cross_attention_norm")(x)
-            attended = Attention(c, self.dtype, name="cross_attention")(
-                h, memory, cross_masking, deterministic, decode=decode, cross=True
+            attended = cross_attention(
+                h,
+                memory,
+                cross_masking,
+                deterministic,
+                decode=decode,
+                cross=True,
+                probs_keep=keep[4],
             )
-            x = x + drop(attended)
+            x = x + apply_mask(attended, rate, keep[5])
         h = norm("ff_norm")(x)
-        return x + drop(FeedForward(c, self.dtype, name="ff")(h, deterministic))
+        return x + apply_mask(
+            FeedForward(c, self.dtype, name="ff")(h, deterministic, keep[1]), rate, keep[3]
+        )
 
 
 class Stack(nn.Module):
