@@ -1,5 +1,5 @@
-"""Building blocks shared by the model families: the dense layer, activations, dropout, norms,
-attention."""
+"""Building blocks shared by the model families: the dense layer, activations, norms, attention
+(dropout has its own module, `dropout.py`)."""
 
 import functools
 import zlib
