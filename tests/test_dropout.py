@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxft.models import bert, heads, t5
+from jaxft.models import bert, heads, layers, t5
 from jaxft.models import dropout as dropout_lib
 
 RATE = 0.1
@@ -167,3 +167,17 @@ def test_each_transformer_block_draws_its_masks_from_one_hash():
     )
     # the blocks, and each stack's dropout on its embeddings and on its final norm's output
     assert _hashes(train, params) == 2 + 2 + 2 * 2
+
+
+def test_the_gpus_packed_bank_holds_the_same_masks(monkeypatch):
+    # On a GPU the four lane decisions of a word are packed into its bytes so that XLA writes
+    # them from the hashing kernel; the masks must be the ones the stacked lanes give.
+    key = jax.random.key(4)
+    rates, shapes = (RATE, 0.5), [(3, 5, 7), (3, 2, 4, 4)]
+    stacked = dropout_lib.keep_masks(key, rates, shapes)
+    monkeypatch.setattr(layers, "on_gpu", lambda: True)
+    packed = jax.jit(lambda k: dropout_lib.keep_masks(k, rates, shapes))(key)
+    for a, b in zip(stacked, packed, strict=True):
+        np.testing.assert_array_equal(a, b)
+    jaxpr = str(jax.make_jaxpr(lambda k: dropout_lib.keep_masks(k, rates, shapes))(key))
+    assert "bitcast_convert_type" in jaxpr and "concatenate" not in jaxpr
