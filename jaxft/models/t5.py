@@ -286,13 +286,16 @@ class Block(nn.Module):
         if cross_attention is not None:
             cross_shape = cross_attention.probs_mask_shape(x, memory, cross_masking, deterministic)
             sites += [(rate, cross_shape), (rate, shape)]
-        keep = site_masks(self, deterministic, sites)
+        probs_keep, inner_keep, attended_keep, ff_keep, *cross_keep = site_masks(
+            self, deterministic, sites
+        )
         h = norm("self_attention_norm")(x)
         attended = self_attention(
-            h, h, self_masking, deterministic, decode=decode, probs_keep=keep[0]
+            h, h, self_masking, deterministic, decode=decode, probs_keep=probs_keep
         )
-        x = x + apply_mask(attended, rate, keep[2])
+        x = x + apply_mask(attended, rate, attended_keep)
         if cross_attention is not None:
+            cross_probs_keep, cross_attended_keep = cross_keep
             h = norm("cross_attention_norm")(x)
             attended = cross_attention(
                 h,
@@ -301,13 +304,12 @@ class Block(nn.Module):
                 deterministic,
                 decode=decode,
                 cross=True,
-                probs_keep=keep[4],
+                probs_keep=cross_probs_keep,
             )
-            x = x + apply_mask(attended, rate, keep[5])
+            x = x + apply_mask(attended, rate, cross_attended_keep)
         h = norm("ff_norm")(x)
-        return x + apply_mask(
-            FeedForward(c, self.dtype, name="ff")(h, deterministic, keep[1]), rate, keep[3]
-        )
+        fed = FeedForward(c, self.dtype, name="ff")(h, deterministic, inner_keep)
+        return x + apply_mask(fed, rate, ff_keep)
 
 
 class Stack(nn.Module):
