@@ -15,7 +15,7 @@ import ml_collections
 from jaxft import peft
 from jaxft.data import tasks
 from jaxft.errors import UserError, closest
-from jaxft.models.layers import ATTENTION_OPTIONS
+from jaxft.models.layers import ATTENTION_OPTIONS, REMAT_POLICIES
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -288,7 +288,7 @@ def validate(config) -> None:
         ("train.parallel", c.train.parallel, ("mesh", "pmap")),
         ("train.dropout_rng", c.train.dropout_rng, ("threefry", "rbg")),
         ("attention", c.attention, ATTENTION_OPTIONS),
-        ("remat", c.remat, ("none", "full", "dots")),
+        ("remat", c.remat, tuple(REMAT_POLICIES)),
     )
     for key, value, allowed in choices:
         if value not in allowed:

@@ -133,9 +133,9 @@ def apply_mask(x: jax.Array, rate: float, keep: jax.Array | None) -> jax.Array:
 
 def dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
     """x with elements zeroed at `rate` and the kept ones scaled so the expectation is x."""
-    if rate <= 0.0 or rate >= 1.0:
-        return apply_mask(x, rate, None if rate <= 0.0 else jnp.zeros(x.shape, bool))
-    return apply_mask(x, rate, keep_mask(key, rate, x.shape))
+    if rate >= 1.0:
+        return jnp.zeros_like(x)
+    return apply_mask(x, rate, keep_mask(key, rate, x.shape) if rate > 0.0 else None)
 
 
 def site_masks(module: nn.Module, deterministic: bool, sites) -> list[jax.Array | None]:
