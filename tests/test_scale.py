@@ -545,3 +545,25 @@ def test_xla_options_reach_the_train_steps_compile_and_misspelt_ones_fail_up_fro
         _runner_step_fusions("xla_gpu_autotune_levle=0")
     with pytest.raises(UserError, match="jax.pmap takes no compile options"):
         _runner_step_fusions("xla_gpu_autotune_level=0", "pmap")
+
+
+def test_gpu_compile_defaults_apply_on_a_gpu_only_under_the_users_options(monkeypatch):
+    from jaxft.train import parallel
+
+    off = {"xla_gpu_experimental_enable_fusion_autotuner": False}
+    assert parallel.default_compile_options("cpu") == {}
+    assert parallel.compile_options("", "cpu") is None
+    assert parallel.default_compile_options("gpu") == off
+    assert parallel.compile_options("", "gpu") == off
+    assert parallel.compile_options("xla_gpu_autotune_level=0", "gpu") == {
+        **off,
+        "xla_gpu_autotune_level": 0,
+    }
+    chosen = "xla_gpu_experimental_enable_fusion_autotuner=true"
+    assert parallel.compile_options(chosen, "gpu") == {
+        "xla_gpu_experimental_enable_fusion_autotuner": True
+    }
+    # A default this XLA does not know (a later XLA may drop an experimental option) is left
+    # out instead of failing every compile.
+    monkeypatch.setitem(parallel.GPU_COMPILE_DEFAULTS, "xla_gpu_not_an_option_at_all", True)
+    assert parallel.default_compile_options("cuda") == off

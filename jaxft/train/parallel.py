@@ -11,6 +11,7 @@ All three compute the same step; `Runner` hides which one the loop is using.
 """
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 
@@ -26,6 +27,19 @@ log = logging.getLogger(__name__)
 
 PMAP_AXIS = "devices"
 MODES = ("mesh", "pmap")
+GPU_PLATFORMS = ("gpu", "cuda", "rocm")
+
+# XLA options jaxft compiles its steps with on a GPU, unless train.xla_options sets them.
+GPU_COMPILE_DEFAULTS = {
+    # XLA 0.11's fusion autotuner compiles every distinct loop and reduction fusion with XLA's
+    # own emitter and with Triton, times both on the card and keeps the faster. Compiled for an
+    # H100 by that XLA (on a 2-core machine, no card to time on), the BERT-base full step took
+    # 23.3 s with it and 17.3 s without (benchmarks/results/gpu_hlo/xla_0.11.2/); on an H100
+    # the step compiled with no autotuning at all (xla_gpu_autotune_level=0, which skips this
+    # too) ran at the autotuned step's speed (3,436 and 3,446 samples/s, 2026-11-27). Matmuls
+    # are still autotuned.
+    "xla_gpu_experimental_enable_fusion_autotuner": False,
+}
 
 
 @dataclasses.dataclass
@@ -48,45 +62,67 @@ def make_runner(cfg, state, make_train_step: Callable, eval_fn: Callable) -> Run
     batch)` is the pure eval step."""
     if cfg.train.parallel not in MODES:
         raise UserError(f"train.parallel={cfg.train.parallel!r}; choose one of {MODES}")
-    options = compile_options(cfg.train.get("xla_options", ""))
     if cfg.train.parallel == "pmap":
-        if options:
+        if compile_options(cfg.train.get("xla_options", "")):
             raise UserError(
                 "train.xla_options applies to jit-compiled steps and jax.pmap takes no compile "
                 "options; use train.parallel=mesh, or set them in the XLA_FLAGS environment "
                 "variable"
             )
         return _pmap_runner(cfg, make_train_step, eval_fn)
+    options = compile_options(cfg.train.get("xla_options", ""), jax.default_backend())
+    eval_options = default_compile_options(jax.default_backend()) or None
     if jax.device_count() == 1:
         return Runner(
             step=jax.jit(make_train_step(None), donate_argnums=0, compiler_options=options),
             put_batch=jax.device_put,
             place_state=lambda state: state,
             saveable=lambda state: state,
-            eval_step=jax.jit(eval_fn),
+            eval_step=jax.jit(eval_fn, compiler_options=eval_options),
         )
-    return _mesh_runner(cfg, state, make_train_step, eval_fn, options)
+    return _mesh_runner(cfg, state, make_train_step, eval_fn, options, eval_options)
 
 
-def compile_options(text: str) -> dict | None:
-    """`train.xla_options` as compile options for the train step (None when empty), checked
-    against this XLA by compiling a scalar function with them: a misspelt name fails here, once,
-    not at the first step. GPU options are accepted on a CPU, so one experiment file serves
-    both."""
-    options = config_lib.xla_options(text)
-    if not options:
-        return None
+def compile_options(text: str, platform: str | None = None) -> dict | None:
+    """The train step's compile options (None when there are none): `default_compile_options`
+    for `platform`, then `train.xla_options` over them, checked against this XLA by compiling a
+    scalar function with them: a misspelt name fails here, once, not at the first step. GPU
+    options are accepted on a CPU, so one experiment file serves both."""
+    chosen = config_lib.xla_options(text)
+    if chosen:
+        try:
+            _compile_scalar(chosen)
+        except jax.errors.JaxRuntimeError as e:
+            raise UserError(
+                f"train.xla_options={text!r}: XLA refused them ({str(e).strip()}); the names "
+                "are XLA's DebugOptions fields, e.g. xla_gpu_autotune_level"
+            ) from None
+    return {**default_compile_options(platform), **chosen} or None
+
+
+def default_compile_options(platform: str | None) -> dict:
+    """`GPU_COMPILE_DEFAULTS` on a GPU platform, each only where this XLA knows it (an
+    experimental option may be renamed or dropped by a later XLA); none elsewhere."""
+    if platform not in GPU_PLATFORMS:
+        return {}
+    return {k: v for k, v in GPU_COMPILE_DEFAULTS.items() if accepted(((k, v),))}
+
+
+@functools.cache
+def accepted(options: tuple) -> bool:
+    """Whether this XLA compiles a scalar function with these (name, value) options."""
     try:
-        jax.jit(lambda x: x + 1, compiler_options=options).lower(np.float32(0)).compile()
-    except jax.errors.JaxRuntimeError as e:
-        raise UserError(
-            f"train.xla_options={text!r}: XLA refused them ({str(e).strip()}); the names are "
-            "XLA's DebugOptions fields, e.g. xla_gpu_autotune_level"
-        ) from None
-    return options
+        _compile_scalar(dict(options))
+    except jax.errors.JaxRuntimeError:
+        return False
+    return True
 
 
-def _mesh_runner(cfg, state, make_train_step, eval_fn, options) -> Runner:
+def _compile_scalar(options: dict):
+    jax.jit(lambda x: x + 1, compiler_options=options).lower(np.float32(0)).compile()
+
+
+def _mesh_runner(cfg, state, make_train_step, eval_fn, options, eval_options) -> Runner:
     mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
     sharding.check_batch(cfg.train.batch_size, mesh.size)
     sharding.check_batch(cfg.train.eval_batch_size, mesh.size, "train.eval_batch_size")
@@ -108,7 +144,8 @@ def _mesh_runner(cfg, state, make_train_step, eval_fn, options) -> Runner:
         100 * per_device / max(total, 1),
     )
 
-    jitted_eval = jax.jit(eval_fn, out_shardings=replicated)  # every process reads it whole
+    # Every process reads the eval output whole.
+    jitted_eval = jax.jit(eval_fn, out_shardings=replicated, compiler_options=eval_options)
     return Runner(
         step=jitted_step,
         put_batch=lambda batch: put_batch(batch, rows),
