@@ -27,10 +27,12 @@ ABLATIONS = {
     "each with its bias in its epilogue)",
     "no_triton_gemm": "compiled with xla_gpu_enable_triton_gemm=false (cuBLAS for every matmul: "
     "nothing for the autotuner to compile)",
+    "fusion_autotuner": "compiled with XLA's fusion autotuner on (XLA's default; jaxft turns it "
+    "off on a GPU: each loop and reduction fusion compiled and timed with Triton too)",
 }
 # The ablations that change a T5 step too (scan, remat and attn_* are BERT options).
 T5_ABLATIONS = {"rbg", "float32", "autodiff_ops", "flax_dropout", "autotune0", "softmax_vjp",
-                "cudnn_dropout"}  # fmt: skip
+                "cudnn_dropout", "fusion_autotuner", "no_triton_gemm"}  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -132,6 +134,18 @@ def jaxft_settings(variant: str, dtype: str) -> dict:
     return s
 
 
+def platform(tree) -> str:
+    """The platform ("cpu", "gpu", "cuda", ...) of the device holding a tree's first leaf (an
+    array or a ShapeDtypeStruct with a sharding); the default backend's when it has none."""
+    import jax
+
+    leaf = jax.tree_util.tree_leaves(tree)[0]
+    sharding = getattr(leaf, "sharding", None)
+    if sharding is None:
+        return jax.default_backend()
+    return next(iter(sharding.device_set)).platform
+
+
 def compile_step(train_step, state, batch, variant: str):
     """`train_step` jitted (state donated), lowered and compiled for `variant`: the library
     functions it swaps are swapped while tracing, its XLA options passed to the compiler."""
@@ -140,11 +154,16 @@ def compile_step(train_step, state, batch, variant: str):
 
 def timed_compile(train_step, state, batch, variant: str):
     """`compile_step`'s result, its seconds in all and the part of them JAX spent tracing and
-    lowering (the rest is XLA's)."""
+    lowering (the rest is XLA's). The step is compiled with the library's default options for
+    the state's platform (`parallel.default_compile_options`), then the variant's."""
     import jax
 
+    from jaxft.train import parallel
+
     on = parts(variant)
-    options = {}
+    options = parallel.default_compile_options(platform(state))
+    if "fusion_autotuner" in on:
+        options["xla_gpu_experimental_enable_fusion_autotuner"] = True
     if "autotune0" in on:
         options["xla_gpu_autotune_level"] = 0
     if "no_dot_merger" in on:

@@ -127,16 +127,15 @@ def test_gpu_check_plans_the_target_rows_first_then_its_ablations_in_order():
     assert jaxft == [
         ("bert", "full", "default"),
         ("bert", "frozen", "default"),
+        ("bert", "lora", "default"),
+        ("bert", "full", "fusion_autotuner"),
         ("bert", "full", "cudnn_dropout"),
         ("bert", "frozen", "cudnn_dropout"),
         ("bert", "frozen", "cudnn_dropout+no_dot_merger"),
         ("bert", "lora", "cudnn_dropout"),
-        ("bert", "lora", "default"),
+        ("bert", "full", "no_triton_gemm"),
+        ("bert", "full", "autotune0"),
         ("bert", "full", "cudnn_dropout+no_dot_merger"),
-        ("bert", "full", "cudnn_dropout+no_dot_merger+autotune0"),
-        ("bert", "full", "cudnn_dropout+no_dot_merger+no_triton_gemm"),
-        ("bert", "full", "softmax_vjp"),
-        ("bert", "full", "flax_dropout"),
         ("t5", "full", "cudnn_dropout"),
         ("t5", "full", "default"),
     ]
@@ -169,7 +168,7 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
         PARITY_SELECT="test_backbone_matches_hf and not roberta",
         THROUGHPUT_ARGS="--only bert --hf_strategies full,lora "
         "--ablations flax_dropout,lora:default,lora:flax_dropout,softmax_vjp,autotune0,"
-        "scan+cudnn_dropout",
+        "scan+cudnn_dropout,fusion_autotuner",
         PROFILE="1",
     )
     done = subprocess.run(
@@ -194,6 +193,7 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
         ("jaxft", "full", "softmax_vjp"),
         ("jaxft", "full", "autotune0"),
         ("jaxft", "full", "scan+cudnn_dropout"),
+        ("jaxft", "full", "fusion_autotuner"),
     }
     assert set(rows) == expected
     assert all(r["samples_s"] > 0 and not r["error"] for r in rows.values())
@@ -260,3 +260,16 @@ def test_gpu_hlo_phases_refuses_to_run_after_jax_has_loaded():
 
     with pytest.raises(SystemExit, match="before JAX loads"):
         gpu_hlo.main(["--variants", "default", "--phases"])
+
+
+def test_a_rows_compile_options_follow_the_platform_of_its_state():
+    from jax.sharding import SingleDeviceSharding
+
+    cpu = jax.devices("cpu")[0]
+    placed = {"w": jax.ShapeDtypeStruct((2,), "float32", sharding=SingleDeviceSharding(cpu))}
+    assert ablations.platform(placed) == "cpu"
+    assert ablations.platform({"w": jnp.ones(2)}) == "cpu"
+    step = lambda state, batch: ({"w": state["w"] * batch}, {})
+    for variant in ("default", "fusion_autotuner"):  # a GPU option compiles on the CPU too
+        compiled = ablations.compile_step(step, placed, jnp.float32(2.0), variant)
+        assert compiled({"w": jnp.ones(2)}, jnp.float32(2.0))[0]["w"].tolist() == [2.0, 2.0]
