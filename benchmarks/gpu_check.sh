@@ -2,10 +2,9 @@
 # The one prepared check for a machine with an NVIDIA GPU whose python3 already has JAX, PyTorch,
 # transformers and PEFT, and no network: parity tests on the GPU, then benchmarks/throughput.py
 # against Hugging Face PyTorch for the rows the performance targets name (BERT-base full and
-# frozen, T5-base full, jaxft LoRA; HF eager and torch.compile), plus before/after rows (cuDNN's
-# flash attention with its own dropout for the full, frozen and LoRA steps and T5, XLA's Q/K/V
-# matmul merging, GEMM autotuning; the attention softmax with its own backward; flax's dropout
-# masks). At most about 8.5 minutes: 50 s of tests on the GPU (XLA takes 5-10 s per small
+# frozen, T5-base full, jaxft LoRA; HF eager and torch.compile), plus before/after rows (XLA's
+# fusion autotuner; cuDNN's flash attention with its own dropout for the full, frozen and LoRA
+# steps and T5; XLA's Q/K/V matmul merging, Triton matmuls, GEMM autotuning). At most about 8.5 minutes: 50 s of tests on the GPU (XLA takes 5-10 s per small
 # program there; the cuDNN tests first), then rows started until a 390 s budget is spent (on an
 # H100 a BERT-base full row took 45 s, 34 s of it compiling, the frozen row about 25 s, the T5
 # row 2 minutes, the PyTorch rows about 100 s), so the last rows of the plan may be skipped; the
@@ -97,16 +96,17 @@ cpu_extra=()
 extra=(--strategies full,frozen --hf_strategies full,frozen --t5_last
   --save_hlo bert_full,bert_frozen,bert_full_cudnn_dropout,bert_frozen_cudnn_dropout,t5_full,t5_full_cudnn_dropout
   "${cpu_extra[@]}")
-# In this order after full and frozen: cuDNN's flash attention with cuDNN's dropout masks
-# (attention=cudnn_dropout) for the full, frozen and LoRA steps, the frozen one also without
-# XLA's merging of the Q, K and V matmuls (no_dot_merger: each keeps its bias in its epilogue;
-# 4.64 -> 3.74 GB outside matmuls, compiled for an H100 by gpu_hlo.py); LoRA as the library runs
-# it (its target is against jaxft's own full step); the full step with both, then without GEMM
-# autotuning or without Triton matmuls (their compile times); the softmax with its own backward
-# (layers.attention_probs_vjp), flax's dropout masks (the before of the 16-bit masks), T5 with
-# cuDNN attention and dropout; then T5 (--t5_last: a 2-minute row, its target met on the H100 of
-# 2026-11-27). At the H100's row times the budget ends about the compile-time rows.
-GPU_ROWS=cudnn_dropout,frozen:cudnn_dropout,frozen:cudnn_dropout+no_dot_merger,lora:cudnn_dropout,lora:default,cudnn_dropout+no_dot_merger,cudnn_dropout+no_dot_merger+autotune0,cudnn_dropout+no_dot_merger+no_triton_gemm,softmax_vjp,flax_dropout,t5:cudnn_dropout
+# In this order after full and frozen: LoRA as the library runs it (its target is against jaxft's
+# own full step; never measured on a card yet); the full step with XLA's fusion autotuner back on
+# (XLA's default, off in jaxft on a GPU since 2026-11-27: compiled for an H100 by XLA 0.11.2 the
+# step took 23.3 s with it, 17.3 s without, on the 2-core machine); cuDNN's flash attention with
+# cuDNN's dropout masks (attention=cudnn_dropout) for the full, frozen and LoRA steps, the frozen
+# one also without XLA's merging of the Q, K and V matmuls (no_dot_merger: each keeps its bias in
+# its epilogue); the full step without Triton matmuls (15.0 s to compile there), without any
+# autotuning, and with cuDNN attention and no dot merger; T5 with cuDNN attention and dropout;
+# then T5 (--t5_last: a 2-minute row, its target met on the H100 of 2026-11-27). At the H100's
+# row times the budget ends around the last full-step rows.
+GPU_ROWS=lora:default,fusion_autotuner,cudnn_dropout,frozen:cudnn_dropout,frozen:cudnn_dropout+no_dot_merger,lora:cudnn_dropout,no_triton_gemm,autotune0,cudnn_dropout+no_dot_merger,t5:cudnn_dropout
 [[ "${ABLATIONS:-0}" == 1 ]] || extra+=(--ablations "$GPU_ROWS")
 if [[ -n "${JAXFT_XLA_FLAGS:-}" ]]; then
   if XLA_FLAGS="$JAXFT_XLA_FLAGS" "$PY" -c "import jax, jax.numpy as jnp; \
