@@ -21,6 +21,21 @@ use it (about 1.6 GB, not in the project's requirements; no GPU or driver needed
         "nvidia-cudnn-cu12>=9.8,<10"
     python benchmarks/gpu_hlo.py --variants default,cudnn_dropout,scan+cudnn_dropout
     python benchmarks/gpu_hlo.py --strategy frozen --variants default,cudnn_dropout --out /tmp/h
+
+The compiler is the plugin's PJRT library (package jax-cuda12-pjrt), which talks to jax through
+PJRT's C API: a newer one can stand in for the installed one, so a card's XLA can be compiled
+with where that XLA's jax needs a newer Python than this machine's (jax 0.11 needs 3.12; its
+PJRT wheel is for any Python 3):
+
+    pip download --no-deps --only-binary=:all: --python-version 3.12 \
+        --platform manylinux_2_27_x86_64 -d /tmp/w jax-cuda12-pjrt==0.11.2
+    pip install --no-deps --target /tmp/pjrt011 /tmp/w/jax_cuda12_pjrt-0.11.2-*.whl
+    # a site folder with the installed plugin's Python package, the newer PJRT library beside it
+    mkdir /tmp/site011 && cp -r SITE/jax_cuda12_plugin SITE/nvidia /tmp/pjrt011/jax_plugins \
+        /tmp/site011/
+    PYTHONPATH=/tmp/site011 python benchmarks/gpu_hlo.py ...
+
+The table's first line names the XLA that compiled (the PJRT library's version).
 """
 
 import argparse
@@ -56,6 +71,16 @@ def compile_only_device(target_config: str):
     except NotImplementedError as e:  # no CUDA plugin: jax has no "cuda" topology
         raise SystemExit(f"{e}: {PLUGIN_HINT}") from None
     return topology.devices[0]
+
+
+def compiler_version() -> str:
+    """The version of the CUDA PJRT library jax loaded (the XLA that compiles), "?" when it
+    does not say."""
+    try:
+        from jax_plugins.xla_cuda12 import version
+    except ImportError:
+        return "?"
+    return getattr(version, "_version", "?")
 
 
 @contextlib.contextmanager
@@ -171,7 +196,8 @@ def main(argv=None) -> list[dict]:
     dims = preset[args.arch]
     lines = [
         f"{args.arch} {args.strategy}, {' x '.join(map(str, dims))}, bf16, compiled for "
-        f"{device.device_kind} without one (jax {jax.__version__}; "
+        f"{device.device_kind} without one (jax {jax.__version__}, XLA of jax-cuda12-pjrt "
+        f"{compiler_version()}; "
         f"`python benchmarks/gpu_hlo.py {' '.join(sys.argv[1:] if argv is None else argv)}`)",
         "",
         "| variant | compile s (here) | kernels | GB outside matmuls "
