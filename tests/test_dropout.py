@@ -169,6 +169,60 @@ def test_each_transformer_block_draws_its_masks_from_one_hash():
     assert _hashes(train, params) == 2 + 2 + 2 * 2
 
 
+def test_lora_branches_draw_their_input_masks_with_their_blocks_masks():
+    # Each LoRA branch drew its own input dropout mask, one hash each: 24 more in BERT-base
+    # with LoRA on query and value.
+    from jaxft import peft
+
+    cfg = peft.defaults()
+    cfg.name, cfg.lora.targets, cfg.lora.dropout = "lora", ("query", "value", "output"), 0.5
+    ids = jnp.ones((2, 8), jnp.int32)
+    rngs = {"dropout": jax.random.key(1)}
+    config = bert.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3,
+                             num_attention_heads=2, intermediate_size=32,
+                             **peft.model_options(cfg))  # fmt: skip
+    model = bert.BertModel(config, head=heads.HeadConfig(num_labels=2))
+    params, _ = peft.apply(model.init(jax.random.key(0), ids)["params"], cfg)
+    run = lambda p, det: model.apply({"params": p}, ids, deterministic=det, rngs=rngs).logits
+    assert _hashes(lambda p: run(p, False), params) == 3 + 2
+    # The masks reach the branches: with B non-zero the branch's output moves with its
+    # dropout, and each layer's query, value and both outputs draw their own masks.
+    moved = jax.tree_util.tree_map_with_path(
+        lambda kp, x: x + 1.0 if "lora_b" in jax.tree_util.keystr(kp) else x, params
+    )
+    assert not np.allclose(run(moved, False), run(moved, True))
+    keeps = {}
+
+    def spy(self, x, deterministic=True, lora_keep=None):
+        if lora_keep is not None:
+            keeps["/".join(self.scope.path)] = np.asarray(lora_keep)
+        return saved(self, x, deterministic, lora_keep)
+
+    saved = layers.Dense.__call__
+    layers.Dense.__call__ = spy
+    try:
+        run(moved, False)
+    finally:
+        layers.Dense.__call__ = saved
+    assert len(keeps) == 3 * 4  # query, value, attention output, output; three layers
+    assert {k.shape[-1] for k in keeps.values()} == {16, 32}
+    flat = np.concatenate([k.ravel() for k in keeps.values()])
+    assert abs(flat.mean() - 0.5) < 0.05
+    firsts = [k.ravel()[:16] for k in keeps.values() if k.shape[-1] == 16]
+    assert len({f.tobytes() for f in firsts}) == len(firsts)  # independent masks
+    config = t5.T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=2,
+                         num_decoder_layers=2, num_heads=2, **peft.model_options(cfg))  # fmt: skip
+    cfg.lora.targets = ("q", "k", "v", "wo")
+    model = t5.T5Model(config)
+    memory_ids = jnp.ones((2, 6), jnp.int32)  # cross-attention k, v read 6 memory rows
+    params = model.init(jax.random.key(0), memory_ids, decoder_input_ids=ids)["params"]
+    params, _ = peft.apply(params, cfg)
+    train = lambda p: model.apply(
+        {"params": p}, memory_ids, decoder_input_ids=ids, deterministic=False, rngs=rngs
+    ).logits
+    assert _hashes(train, params) == 2 + 2 + 2 * 2
+
+
 def test_the_gpus_packed_bank_holds_the_same_masks(monkeypatch):
     # On a GPU the four lane decisions of a word are packed into its bytes so that XLA writes
     # them from the hashing kernel; the masks must be the ones the stacked lanes give.

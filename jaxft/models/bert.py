@@ -134,14 +134,17 @@ class SelfAttention(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, mask, deterministic, probs_keep=None):
-        """`probs_keep`: the attention probabilities' dropout mask, of `probs_mask_shape`."""
+    def __call__(self, x, mask, deterministic, probs_keep=None, lora_keeps=None):
+        """`probs_keep`: the attention probabilities' dropout mask, of `probs_mask_shape`;
+        `lora_keeps`: {(projection,): its LoRA input's dropout mask}."""
         c = self.config
+        lora_keeps = lora_keeps or {}
         dense = lambda n: Dense(
             c.hidden_size, dtype=self.dtype, lora_dropout=c.lora_dropout, name=n
         )
+        project = lambda n, t: dense(n)(t, deterministic, lora_keeps.get((n,)))
         heads = lambda t: t.reshape(t.shape[:-1] + (c.num_attention_heads, c.head_dim))
-        q, k, v = (heads(dense(n)(x, deterministic)) for n in ("query", "key", "value"))
+        q, k, v = (heads(project(n, x)) for n in ("query", "key", "value"))
         if self._prefixed():
 
             def prefix(name):
@@ -163,7 +166,7 @@ class SelfAttention(nn.Module):
                 scores, (bias,), c.head_dim**-0.5, rate, probs_keep, self.dtype
             )
             context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
-        return dense("output")(context.reshape(x.shape[:2] + (c.hidden_size,)), deterministic)
+        return project("output", context.reshape(x.shape[:2] + (c.hidden_size,)))
 
     def probs_mask_shape(self, x, deterministic) -> tuple | None:
         """[batch, heads, queries, keys] of the dropout mask the explicit path applies to the
@@ -207,22 +210,29 @@ class Layer(nn.Module):
             else t
         )
         attention = SelfAttention(c, self.dtype, name="attention")
-        # The block's three dropout masks come from one hash (dropout.site_masks).
+        # The block's dropout masks come from one hash (dropout.site_masks): the attention
+        # probabilities', each residual branch's and each LoRA branch's input's.
         rate = c.hidden_dropout_prob
-        probs_keep, attended_keep, output_keep = site_masks(
+        lora = layers_lib.lora_input_widths(self)
+        probs_keep, attended_keep, output_keep, *lora_masks = site_masks(
             self,
             deterministic,
             [
                 (c.attention_probs_dropout_prob, attention.probs_mask_shape(x, deterministic)),
                 (rate, x.shape),
                 (rate, x.shape),
-            ],
+            ]
+            + [(c.lora_dropout, x.shape[:-1] + (width,)) for width in lora.values()],
         )
-        attended = attention(x, mask, deterministic, probs_keep)
+        lora_keeps = dict(zip(lora, lora_masks, strict=True))
+        attended = attention(
+            x, mask, deterministic, probs_keep, layers_lib.under(lora_keeps, "attention")
+        )
         attended = apply_mask(adapt(attended, "adapter_attention"), rate, attended_keep)
         x = norm("attention_norm")(x + attended)
-        h = dense(c.intermediate_size, "intermediate")(x, deterministic)
-        h = dense(c.hidden_size, "output")(activation(c.hidden_act)(h), deterministic)
+        project = lambda size, n, t: dense(size, n)(t, deterministic, lora_keeps.get((n,)))
+        h = project(c.intermediate_size, "intermediate", x)
+        h = project(c.hidden_size, "output", activation(c.hidden_act)(h))
         return norm("output_norm")(x + apply_mask(adapt(h, "adapter_output"), rate, output_keep))
 
 

@@ -85,7 +85,9 @@ class Dense(nn.Module):
         return self.get_variable("params", name) if self.has_variable("params", name) else None
 
     @nn.compact
-    def __call__(self, x, deterministic: bool = True):
+    def __call__(self, x, deterministic: bool = True, lora_keep=None):
+        """`lora_keep`: the LoRA branch's input dropout mask, drawn by the enclosing block with
+        its other masks (`lora_input_widths`); without it the branch draws its own."""
         kernel = self.param(
             "kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype
         )
@@ -96,7 +98,11 @@ class Dense(nn.Module):
         y = jnp.dot(x, kernel.astype(self.dtype))
         lora_a = self._leaf("lora_a")
         if lora_a is not None:
-            h = Dropout(self.lora_dropout)(x, deterministic=deterministic or not self.lora_dropout)
+            if lora_keep is None:
+                drop = deterministic or not self.lora_dropout
+                h = Dropout(self.lora_dropout)(x, deterministic=drop)
+            else:
+                h = apply_mask(x, self.lora_dropout, lora_keep)
             h = jnp.dot(
                 jnp.dot(h, lora_a.astype(self.dtype)), self._leaf("lora_b").astype(self.dtype)
             )
@@ -107,6 +113,28 @@ class Dense(nn.Module):
         if ia3_out is not None:
             y = y * ia3_out.astype(self.dtype)
         return y
+
+
+def lora_input_widths(module: nn.Module) -> dict[tuple, int]:
+    """{path under `module`, e.g. ("attention", "query"): the input width} of every `Dense` in
+    the module's parameters that has a LoRA branch, so a block can draw their input dropout
+    masks with its own (one hash per block: `dropout.site_masks`)."""
+    found = {}
+
+    def walk(tree, path):
+        for name, leaf in tree.items():
+            if name == "lora_a":
+                found[path] = leaf.shape[0]
+            elif hasattr(leaf, "items"):
+                walk(leaf, path + (name,))
+
+    walk(module.variables.get("params", {}), ())
+    return found
+
+
+def under(keeps: dict, name: str) -> dict:
+    """The entries of a {path: mask} dict under `name`, with `name` taken off their paths."""
+    return {path[1:]: keep for path, keep in keeps.items() if path[:1] == (name,)}
 
 
 class Adapter(nn.Module):

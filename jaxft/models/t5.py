@@ -150,10 +150,20 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x, kv, masking: Masking, deterministic, decode=False, cross=False, probs_keep=None
+        self,
+        x,
+        kv,
+        masking: Masking,
+        deterministic,
+        decode=False,
+        cross=False,
+        probs_keep=None,
+        lora_keeps=None,
     ):
-        """`probs_keep`: the attention probabilities' dropout mask, of `probs_mask_shape`."""
+        """`probs_keep`: the attention probabilities' dropout mask, of `probs_mask_shape`;
+        `lora_keeps`: {(projection,): its LoRA input's dropout mask}."""
         c = self.config
+        lora_keeps = lora_keeps or {}
         # Hugging Face's T5 init: q carries the 1/sqrt(d_kv) that T5 leaves out of attention.
         stds = {
             "q": (c.d_model * c.d_kv) ** -0.5,
@@ -169,8 +179,11 @@ class Attention(nn.Module):
             kernel_init=nn.initializers.normal(stds[n]),
             name=n,
         )
+        project = lambda n, t: dense(c.inner_dim if n != "o" else c.d_model, n)(
+            t, deterministic, lora_keeps.get((n,))
+        )
         heads = lambda t: t.reshape(t.shape[:-1] + (c.num_heads, c.d_kv))
-        q = heads(dense(c.inner_dim, "q")(x, deterministic))
+        q = heads(project("q", x))
         if decode and cross:
             k = self.variable(
                 "cache", "cross_key", lambda: heads(dense(c.inner_dim, "k")(kv))
@@ -179,8 +192,7 @@ class Attention(nn.Module):
                 "cache", "cross_value", lambda: heads(dense(c.inner_dim, "v")(kv))
             ).value
         else:
-            k = heads(dense(c.inner_dim, "k")(kv, deterministic))
-            v = heads(dense(c.inner_dim, "v")(kv, deterministic))
+            k, v = heads(project("k", kv)), heads(project("v", kv))
         if decode and not cross:
             primed = self.has_variable("cache", "key")
             cached_k = self.variable("cache", "key", jnp.zeros, k.shape, k.dtype)
@@ -213,7 +225,7 @@ class Attention(nn.Module):
                 scores, masking.biases, 1.0, rate, probs_keep, self.dtype
             )
             context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
-        return dense(c.d_model, "o")(context.reshape(x.shape[:2] + (c.inner_dim,)), deterministic)
+        return project("o", context.reshape(x.shape[:2] + (c.inner_dim,)))
 
     def probs_mask_shape(self, x, kv, masking: Masking, deterministic) -> tuple | None:
         """[batch, heads, queries, keys] of the dropout mask the explicit path applies to the
@@ -238,9 +250,11 @@ class FeedForward(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, deterministic, inner_keep=None):
-        """`inner_keep`: the dropout mask of the inner activation [batch, len, d_ff]."""
+    def __call__(self, x, deterministic, inner_keep=None, lora_keeps=None):
+        """`inner_keep`: the dropout mask of the inner activation [batch, len, d_ff];
+        `lora_keeps`: {(projection,): its LoRA input's dropout mask}."""
         c = self.config
+        lora_keeps = lora_keeps or {}
         dense = lambda size, n: Dense(
             size,
             use_bias=False,
@@ -249,14 +263,12 @@ class FeedForward(nn.Module):
             kernel_init=nn.initializers.normal((c.d_ff if n == "wo" else c.d_model) ** -0.5),
             name=n,
         )
+        project = lambda n, t: dense(c.d_model if n == "wo" else c.d_ff, n)(
+            t, deterministic, lora_keeps.get((n,))
+        )
         act = activation(c.act)
-        if c.gated:
-            h = act(dense(c.d_ff, "wi_0")(x, deterministic)) * dense(c.d_ff, "wi_1")(
-                x, deterministic
-            )
-        else:
-            h = act(dense(c.d_ff, "wi")(x, deterministic))
-        return dense(c.d_model, "wo")(apply_mask(h, c.dropout_rate, inner_keep), deterministic)
+        h = act(project("wi_0", x)) * project("wi_1", x) if c.gated else act(project("wi", x))
+        return project("wo", apply_mask(h, c.dropout_rate, inner_keep))
 
 
 class Block(nn.Module):
@@ -275,7 +287,8 @@ class Block(nn.Module):
         if self.is_decoder:
             cross_attention = Attention(c, self.dtype, name="cross_attention")
         # The block's dropout masks come from one hash (dropout.site_masks): the attention
-        # probabilities', the feed-forward inner activation's, and each residual branch's.
+        # probabilities', the feed-forward inner activation's, each residual branch's and each
+        # LoRA branch's input's (cross-attention keys and values read the encoder's memory).
         rate, shape = c.dropout_rate, x.shape
         sites = [
             (rate, self_attention.probs_mask_shape(x, x, self_masking, deterministic)),
@@ -286,12 +299,24 @@ class Block(nn.Module):
         if cross_attention is not None:
             cross_shape = cross_attention.probs_mask_shape(x, memory, cross_masking, deterministic)
             sites += [(rate, cross_shape), (rate, shape)]
-        probs_keep, inner_keep, attended_keep, ff_keep, *cross_keep = site_masks(
-            self, deterministic, sites
-        )
+        lora = layers_lib.lora_input_widths(self)
+        reads_memory = {("cross_attention", "k"), ("cross_attention", "v")}
+        lora_sites = [
+            (c.lora_dropout, (memory if path in reads_memory else x).shape[:-1] + (width,))
+            for path, width in lora.items()
+        ]
+        masks = site_masks(self, deterministic, sites + lora_sites)
+        probs_keep, inner_keep, attended_keep, ff_keep, *cross_keep = masks[: len(sites)]
+        lora_keeps = dict(zip(lora, masks[len(sites) :], strict=True))
         h = norm("self_attention_norm")(x)
         attended = self_attention(
-            h, h, self_masking, deterministic, decode=decode, probs_keep=probs_keep
+            h,
+            h,
+            self_masking,
+            deterministic,
+            decode=decode,
+            probs_keep=probs_keep,
+            lora_keeps=layers_lib.under(lora_keeps, "self_attention"),
         )
         x = x + apply_mask(attended, rate, attended_keep)
         if cross_attention is not None:
@@ -305,10 +330,13 @@ class Block(nn.Module):
                 decode=decode,
                 cross=True,
                 probs_keep=cross_probs_keep,
+                lora_keeps=layers_lib.under(lora_keeps, "cross_attention"),
             )
             x = x + apply_mask(attended, rate, cross_attended_keep)
         h = norm("ff_norm")(x)
-        fed = FeedForward(c, self.dtype, name="ff")(h, deterministic, inner_keep)
+        fed = FeedForward(c, self.dtype, name="ff")(
+            h, deterministic, inner_keep, layers_lib.under(lora_keeps, "ff")
+        )
         return x + apply_mask(fed, rate, ff_keep)
 
 
