@@ -217,9 +217,11 @@ def test_lora_branches_draw_their_input_masks_with_their_blocks_masks():
     memory_ids = jnp.ones((2, 6), jnp.int32)  # cross-attention k, v read 6 memory rows
     params = model.init(jax.random.key(0), memory_ids, decoder_input_ids=ids)["params"]
     params, _ = peft.apply(params, cfg)
-    train = lambda p: model.apply(
-        {"params": p}, memory_ids, decoder_input_ids=ids, deterministic=False, rngs=rngs
-    ).logits
+    train = lambda p: (
+        model.apply(
+            {"params": p}, memory_ids, decoder_input_ids=ids, deterministic=False, rngs=rngs
+        ).logits
+    )
     assert _hashes(train, params) == 2 + 2 + 2 * 2
 
 
