@@ -134,17 +134,21 @@ class SelfAttention(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, mask, deterministic, probs_keep=None, lora_keeps=None):
+    def __call__(self, x, mask, deterministic, probs_keep=None, lora_keeps=None, queries=None):
         """`probs_keep`: the attention probabilities' dropout mask, of `probs_mask_shape`;
-        `lora_keeps`: {(projection,): its LoRA input's dropout mask}."""
+        `lora_keeps`: {(projection,): its LoRA input's dropout mask}; `queries`: the rows that
+        attend (default: every row of `x`; keys and values are always every row)."""
         c = self.config
         lora_keeps = lora_keeps or {}
+        pruned = queries is not None
+        queries = x if queries is None else queries
         dense = lambda n: Dense(
             c.hidden_size, dtype=self.dtype, lora_dropout=c.lora_dropout, name=n
         )
         project = lambda n, t: dense(n)(t, deterministic, lora_keeps.get((n,)))
         heads = lambda t: t.reshape(t.shape[:-1] + (c.num_attention_heads, c.head_dim))
-        q, k, v = (heads(project(n, x)) for n in ("query", "key", "value"))
+        q = heads(project("query", queries))
+        k, v = (heads(project(n, x)) for n in ("key", "value"))
         if self._prefixed():
 
             def prefix(name):
@@ -154,7 +158,7 @@ class SelfAttention(nn.Module):
             k = jnp.concatenate([prefix("prefix_key"), k], axis=1)
             v = jnp.concatenate([prefix("prefix_value"), v], axis=1)
         rate = 0.0 if deterministic else c.attention_probs_dropout_prob
-        kernel = self._kernel(rate)
+        kernel = self._kernel(rate, pruned)
         if kernel is not None:
             seed = layers_lib.call_seed(c.dropout_seed, self.scope.path)
             context = fused_attention(q, k, v, layers_lib.key_lengths(mask), kernel, rate, seed)
@@ -166,25 +170,29 @@ class SelfAttention(nn.Module):
                 scores, (bias,), c.head_dim**-0.5, rate, probs_keep, self.dtype
             )
             context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
-        return project("output", context.reshape(x.shape[:2] + (c.hidden_size,)))
+        return project("output", context.reshape(queries.shape[:2] + (c.hidden_size,)))
 
-    def probs_mask_shape(self, x, deterministic) -> tuple | None:
+    def probs_mask_shape(self, x, deterministic, queries=None) -> tuple | None:
         """[batch, heads, queries, keys] of the dropout mask the explicit path applies to the
         attention probabilities, None where nothing drops them or cuDNN's kernel does."""
         c = self.config
         rate = 0.0 if deterministic else c.attention_probs_dropout_prob
-        if rate <= 0.0 or self._kernel(rate) is not None:
+        if rate <= 0.0 or self._kernel(rate, queries is not None) is not None:
             return None
         prefix = self.get_variable("params", "prefix_key").shape[0] if self._prefixed() else 0
-        return (x.shape[0], c.num_attention_heads, x.shape[1], prefix + x.shape[1])
+        rows = x.shape[1] if queries is None else queries.shape[1]
+        return (x.shape[0], c.num_attention_heads, rows, prefix + x.shape[1])
 
     def _prefixed(self) -> bool:
         return self.has_variable("params", "prefix_key")
 
-    def _kernel(self, rate: float) -> str | None:
+    def _kernel(self, rate: float, pruned: bool = False) -> str | None:
+        """The fused kernel, if any; a layer whose queries are a few rows (`pruned`) keeps the
+        explicit path, a small one there."""
         c = self.config
+        explicit_only = self._prefixed() or pruned
         return attention_kernel(
-            c.attention, self.dtype, c.head_dim, rate > 0, self._prefixed(), c.scan_layers
+            c.attention, self.dtype, c.head_dim, rate > 0, explicit_only, c.scan_layers
         )
 
 
@@ -200,8 +208,11 @@ class Layer(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, mask, deterministic):
+    def __call__(self, x, mask, deterministic, rows=None):
+        """With `rows`, only the first `rows` positions attend and come out ([batch, rows,
+        hidden]); their keys and values are still every position's."""
         c = self.config
+        queries = None if rows is None else x[:, :rows]
         norm = lambda n: LayerNorm(c.layer_norm_eps, dtype=self.dtype, name=n)
         dense = lambda size, n: Dense(size, dtype=self.dtype, lora_dropout=c.lora_dropout, name=n)
         adapt = lambda t, n: (
@@ -213,23 +224,25 @@ class Layer(nn.Module):
         # The block's dropout masks come from one hash (dropout.site_masks): the attention
         # probabilities', each residual branch's and each LoRA branch's input's.
         rate = c.hidden_dropout_prob
+        out = x if queries is None else queries  # the rows that come out
         lora = layers_lib.lora_input_widths(self)
+        reads_all_rows = {("attention", "key"), ("attention", "value")}
+        probs_shape = attention.probs_mask_shape(x, deterministic, queries)
         probs_keep, attended_keep, output_keep, *lora_masks = site_masks(
             self,
             deterministic,
-            [
-                (c.attention_probs_dropout_prob, attention.probs_mask_shape(x, deterministic)),
-                (rate, x.shape),
-                (rate, x.shape),
-            ]
-            + [(c.lora_dropout, x.shape[:-1] + (width,)) for width in lora.values()],
+            [(c.attention_probs_dropout_prob, probs_shape), (rate, out.shape), (rate, out.shape)]
+            + [
+                (c.lora_dropout, (x if path in reads_all_rows else out).shape[:-1] + (width,))
+                for path, width in lora.items()
+            ],
         )
         lora_keeps = dict(zip(lora, lora_masks, strict=True))
         attended = attention(
-            x, mask, deterministic, probs_keep, layers_lib.under(lora_keeps, "attention")
+            x, mask, deterministic, probs_keep, layers_lib.under(lora_keeps, "attention"), queries
         )
         attended = apply_mask(adapt(attended, "adapter_attention"), rate, attended_keep)
-        x = norm("attention_norm")(x + attended)
+        x = norm("attention_norm")(out + attended)
         project = lambda size, n, t: dense(size, n)(t, deterministic, lora_keeps.get((n,)))
         h = project(c.intermediate_size, "intermediate", x)
         h = project(c.hidden_size, "output", activation(c.hidden_act)(h))
@@ -247,7 +260,9 @@ class Encoder(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, mask, deterministic):
+    def __call__(self, x, mask, deterministic, last_rows=None):
+        """With `last_rows`, the last layer computes the first `last_rows` positions only (the
+        output is [batch, last_rows, hidden]), unless the layers are scanned."""
         c = self.config
         policy = remat_policy(c.remat)
         names = [f"layer_{i}" for i in range(c.num_hidden_layers)]
@@ -255,9 +270,10 @@ class Encoder(nn.Module):
             stacked = stack_layers([self.variables["params"][n] for n in names])
             if stacked is not None:
                 return self._scan(x, mask, deterministic, stacked, policy)
-        block = Layer if policy is None else nn.remat(Layer, policy=policy, static_argnums=(3,))
-        for name in names:
-            x = block(c, self.dtype, name=name)(x, mask, deterministic)
+        block = Layer if policy is None else nn.remat(Layer, policy=policy, static_argnums=(3, 4))
+        for i, name in enumerate(names):
+            rows = last_rows if i == len(names) - 1 else None
+            x = block(c, self.dtype, name=name)(x, mask, deterministic, rows)
         return x
 
     def _scan(self, x, mask, deterministic, stacked, policy):
@@ -294,6 +310,12 @@ class BertModel(nn.Module):
 
     Returns a `ModelOutput` with `last_hidden_state` [batch, len, hidden], `pooler_output`
     [batch, hidden] (None without a pooler) and `logits` (None without a head), all float32.
+
+    `head_only=True` computes only what the head reads: under a sequence-level head on the
+    pooler ([CLS]) output, the last layer runs for the first position alone (its keys and
+    values still come from every position), a twelfth of BERT-base's encoder less in every
+    train and eval step, with the same logits; `last_hidden_state` is then [batch, 1, hidden].
+    The train and eval steps ask for it (`jaxft.train.step.forward`).
     """
 
     config: BertConfig
@@ -308,6 +330,7 @@ class BertModel(nn.Module):
         token_type_ids=None,
         position_ids=None,
         deterministic: bool = True,
+        head_only: bool = False,
     ) -> ModelOutput:
         c = self.config
         if attention_mask is None:
@@ -339,7 +362,8 @@ class BertModel(nn.Module):
         x = Embeddings(c, self.dtype, name="embeddings")(
             input_ids, token_type_ids, position_ids, deterministic
         )
-        x = Encoder(c, self.dtype, name="encoder")(x, attention_mask, deterministic)
+        last_rows = 1 if head_only and self._head_reads_first_position() else None
+        x = Encoder(c, self.dtype, name="encoder")(x, attention_mask, deterministic, last_rows)
         pooled = None
         if c.add_pooling_layer:
             pooled = jnp.tanh(Dense(c.hidden_size, dtype=self.dtype, name="pooler")(x[:, 0]))
@@ -350,6 +374,15 @@ class BertModel(nn.Module):
             logits = heads_lib.build(self.head, self.dtype, name="head")(features, deterministic)
         return ModelOutput(
             last_hidden_state=x.astype(jnp.float32), pooler_output=pooled, logits=logits
+        )
+
+    def _head_reads_first_position(self) -> bool:
+        h = self.head
+        return (
+            h is not None
+            and h.kind == "classification"
+            and h.pooling == "cls"
+            and self.config.add_pooling_layer
         )
 
     def _prompt_length(self) -> int:

@@ -70,7 +70,8 @@ def seq2seq_loss(logits, labels, weights, label_smoothing: float = 0.0):
 
 def forward(model, params, batch, deterministic, rng=None):
     """The model's output on a batch. Seq2seq models are teacher-forced: the decoder reads the
-    labels shifted right behind the start token."""
+    labels shifted right behind the start token. BERT-family models compute only what their
+    head reads (`BertModel`'s `head_only`): the steps read the logits alone."""
     rngs = None if rng is None else {"dropout": rng}
     if isinstance(model, t5.T5Model):
         extra = {}
@@ -94,6 +95,7 @@ def forward(model, params, batch, deterministic, rng=None):
         token_type_ids=batch["token_type_ids"],
         deterministic=deterministic,
         rngs=rngs,
+        head_only=True,
     )
 
 
