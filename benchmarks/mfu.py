@@ -6,8 +6,11 @@ keys x inner width per layer. A full step is 3(M + A); LoRA and adapters 2M + 3A
 branches (no weight gradients for frozen matmuls, but gradients still flow through them),
 less what no gradient needs below the lowest trainable leaf (BERT's first layer: with LoRA on
 query and value, the input gradients of its Q/K/V projections and its key gradient; with
-adapters, its whole attention block's backward); frozen M + A (forward only). Embedding
-lookups, norms and the tiny heads are not counted.
+adapters, its whole attention block's backward); frozen M + A (forward only). BERT's
+sequence head reads the [CLS] position alone, so of the last layer only that position's work
+and every position's keys and values count (jaxft computes just that, `BertModel`'s
+`head_only`; Hugging Face computes every position). Embedding lookups, norms and the tiny
+heads are not counted.
 """
 
 # Dense peak FLOP/s per device kind (vendor datasheets, no sparsity), by compute dtype.
@@ -36,12 +39,18 @@ def model_flops(
         tokens = batch * seq
         matmul = 2 * tokens * layers * (4 * d * d + 2 * d * f)
         attention = 4 * tokens * seq * d * layers
+        # The last layer's other positions: their queries, outputs, feed-forward and attention.
+        rest = tokens - batch
+        matmul -= 2 * rest * (2 * d * d + 2 * d * f)
+        attention -= 4 * rest * seq * d
         branch = unneeded = 0.0
         if strategy == "lora":  # two targeted [d, d] projections per layer, rank r
             branch = 2 * tokens * layers * lora_targets * lora_rank * 2 * d
+            branch -= 2 * rest * lora_rank * 2 * d  # the last layer's query branch
             unneeded = 3 * 2 * tokens * d * d + 2 * tokens * seq * d
         if strategy == "adapters":  # Houlsby: two d -> size -> d bottlenecks per layer
-            branch = 2 * tokens * layers * 2 * (2 * d * adapter_size)
+            branch = 2 * tokens * (layers - 1) * 2 * (2 * d * adapter_size)
+            branch += 2 * batch * 2 * (2 * d * adapter_size)  # the last layer's [CLS] only
             unneeded = 4 * 2 * tokens * d * d + 2 * 4 * tokens * seq * d
     else:
         batch, source, target = dims
