@@ -163,7 +163,7 @@ def timed_compile(train_step, state, batch, variant: str):
     on = parts(variant)
     options = parallel.default_compile_options(platform(state))
     if "fusion_autotuner" in on:
-        options["xla_gpu_experimental_enable_fusion_autotuner"] = True
+        options[parallel.FUSION_AUTOTUNER] = True
     if "autotune0" in on:
         options["xla_gpu_autotune_level"] = 0
     if "no_dot_merger" in on:

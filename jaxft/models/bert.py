@@ -313,8 +313,9 @@ class BertModel(nn.Module):
 
     `head_only=True` computes only what the head reads: under a sequence-level head on the
     pooler ([CLS]) output, the last layer runs for the first position alone (its keys and
-    values still come from every position), a twelfth of BERT-base's encoder less in every
-    train and eval step, with the same logits; `last_hidden_state` is then [batch, 1, hidden].
+    values still come from every position): most of one of BERT-base's twelve layers less in
+    every train and eval step, with the same logits; `last_hidden_state` is then [batch, 1,
+    hidden].
     The train and eval steps ask for it (`jaxft.train.step.forward`).
     """
 

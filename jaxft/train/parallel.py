@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 PMAP_AXIS = "devices"
 MODES = ("mesh", "pmap")
 GPU_PLATFORMS = ("gpu", "cuda", "rocm")
+FUSION_AUTOTUNER = "xla_gpu_experimental_enable_fusion_autotuner"
 
 # XLA options jaxft compiles its steps with on a GPU, unless train.xla_options sets them.
 GPU_COMPILE_DEFAULTS = {
@@ -38,7 +39,7 @@ GPU_COMPILE_DEFAULTS = {
     # the step compiled with no autotuning at all (xla_gpu_autotune_level=0, which skips this
     # too) ran at the autotuned step's speed (3,436 and 3,446 samples/s, 2026-11-27). Matmuls
     # are still autotuned.
-    "xla_gpu_experimental_enable_fusion_autotuner": False,
+    FUSION_AUTOTUNER: False,
 }
 
 
