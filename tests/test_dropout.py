@@ -234,6 +234,10 @@ def test_the_gpus_packed_bank_holds_the_same_masks(monkeypatch):
     monkeypatch.setattr(layers, "on_gpu", lambda: True)
     packed = jax.jit(lambda k: dropout_lib.keep_masks(k, rates, shapes))(key)
     for a, b in zip(stacked, packed, strict=True):
+        assert b.dtype == jnp.bool_
         np.testing.assert_array_equal(a, b)
     jaxpr = str(jax.make_jaxpr(lambda k: dropout_lib.keep_masks(k, rates, shapes))(key))
     assert "bitcast_convert_type" in jaxpr and "concatenate" not in jaxpr
+    # The bytes pass the barrier as bytes: bools made before it were a copy of their own.
+    (barrier,) = [line for line in jaxpr.splitlines() if "optimization_barrier" in line]
+    assert "u8[" in barrier and "bool[" not in barrier

@@ -99,20 +99,29 @@ def keep_masks(key: jax.Array, rates, shapes) -> tuple[jax.Array, ...]:
         # packed into the four bytes of one word (the same masks: little-endian byte order)
         # are written by the hashing kernel itself: 0.6 GB less per BERT-base full step, 0.6 GB
         # (11%) frozen, 5.6 GB T5-base (gpu_hlo.py). On the CPU that ran 4% slower: stacked.
+        # The bytes stay bytes up to the barrier below: turned into bools before it, they were
+        # copied by a kernel of their own (a byte read and a byte written per element, 0.55 GB
+        # of the BERT-base full step); after it, each reader's fusion compares its own.
         packed = sum(keep.astype(jnp.uint32) << (8 * i) for i, keep in enumerate(kept))
-        bank = jax.lax.bitcast_convert_type(packed, jnp.uint8).reshape(rows, -1) != 0
+        bank = jax.lax.bitcast_convert_type(packed, jnp.uint8).reshape(rows, -1)
     else:
         bank = jnp.stack(kept, axis=-1).reshape(rows, -1)
     # The bank (one byte per element) passes an optimization barrier, so XLA hashes once and
     # keeps the masks instead of fusing the hash into every consumer (the forward and backward
-    # passes both read them). Bools, not the words: XLA's GPU Triton fusions take a bool operand
-    # but not the integer compare, so the dropout, residual add and LayerNorm after it become
-    # one kernel, and readers of a mask read a byte per element (BERT-base and T5-base default
-    # steps compiled for an H100 move 12-18% fewer bytes, benchmarks/gpu_hlo.py).
+    # passes both read them). A byte per element, not the words: readers of a mask read a byte
+    # per element, and XLA's GPU Triton fusions take it, so the dropout, residual add and
+    # LayerNorm after it become one kernel (BERT-base and T5-base default steps compiled for an
+    # H100 move 12-18% fewer bytes than with the words, benchmarks/gpu_hlo.py).
     bank = jax.lax.optimization_barrier(bank)
+    slices = (
+        bank[:, 4 * int(start) : 4 * int(start) + n]
+        for start, n in zip(starts[:-1], sizes, strict=True)
+    )
+    # Bytes compared slice by slice, so each reader's fusion compares its own: compared whole,
+    # the bank was written out again as bools (1.1 GB more).
     return tuple(
-        bank[:, 4 * int(start) : 4 * int(start) + n].reshape(shape)
-        for start, n, shape in zip(starts[:-1], sizes, shapes, strict=True)
+        (keep if keep.dtype == jnp.bool_ else keep != 0).reshape(shape)
+        for keep, shape in zip(slices, shapes, strict=True)
     )
 
 
