@@ -3,6 +3,7 @@ candidate) with hand-written backward passes compute the same values and gradien
 plain-jnp versions differentiated by JAX, in float32 and bf16 compute."""
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -103,6 +104,55 @@ def test_layer_norm_keeps_its_row_statistics_for_the_backward_behind_a_barrier()
         [((2, 3, 1), jnp.float32)] * 2
     ]
     assert _barrier_operands(fn, x, scale, bias) == []
+
+
+def _depends_on(jaxpr, var, source) -> bool:
+    """Whether jaxpr variable `var` is computed from `source`."""
+    producers = {out: e for e in jaxpr.eqns for out in e.outvars}
+    todo, seen = [var], set()
+    while todo:
+        v = todo.pop()
+        if v is source:
+            return True
+        if v in seen or v not in producers:
+            continue
+        seen.add(v)
+        todo += [i for i in producers[v].invars if not isinstance(i, jax.extend.core.Literal)]
+    return False
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_layer_norm_differentiated_on_a_gpu_takes_its_sums_in_one_pass(monkeypatch, gpu):
+    # On a GPU the differentiated forward takes sum(x) and sum(x²) from one pass over x (XLA
+    # then computes both in the kernel that writes x out); elsewhere, and undifferentiated, the
+    # variance's sum reads x - mean, a second pass. Both match the autodiff reference with row
+    # means two standard deviations from 0 (the real MiniLM's LayerNorm inputs: under 0.08).
+    monkeypatch.setattr(layers, "on_gpu", lambda: gpu)
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(2.0, 1.0, (3, 5, 64)), jnp.float32)
+    scale = jnp.asarray(rng.normal(1.0, 0.1, (64,)), jnp.float32)
+    bias = jnp.asarray(rng.normal(0.0, 0.1, (64,)), jnp.float32)
+    cot = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    fn = lambda x, s, b: layers.layer_norm(x, s, b, 1e-12, jnp.dtype(jnp.float32))
+    out, vjp = jax.vjp(fn, x, scale, bias)
+    ref, vjp_ref = jax.vjp(
+        lambda *a: layers.layer_norm_autodiff(*a, 1e-12, jnp.float32), x, scale, bias
+    )
+    assert _rel(out, ref) < 2e-6
+    for g, g_ref in zip(vjp(cot), vjp_ref(cot), strict=True):
+        assert _rel(g, g_ref) < 2e-5
+
+    def sums(f):
+        jaxpr = jax.make_jaxpr(f)(x, scale, bias).jaxpr
+        (call,) = [e for e in jaxpr.eqns if "call_jaxpr" in e.params] or [None]
+        jaxpr = jaxpr if call is None else call.params["call_jaxpr"].jaxpr  # undifferentiated
+        reduces = [e for e in jaxpr.eqns if e.primitive.name == "reduce_sum"]
+        return jaxpr, reduces[:2]  # the mean's and the variance's
+
+    jaxpr, (mean, var) = sums(lambda *a: jax.vjp(fn, *a)[0])
+    assert _depends_on(jaxpr, var.invars[0], mean.outvars[0]) is not gpu
+    jaxpr, (mean, var) = sums(fn)
+    assert _depends_on(jaxpr, var.invars[0], mean.outvars[0])
 
 
 def test_custom_backward_composes_with_remat_and_scan():
