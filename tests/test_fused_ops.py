@@ -43,7 +43,9 @@ def test_gelu_exact_matches_autodiff(dtype):
         (jnp.bfloat16, jnp.bfloat16, jnp.bfloat16),  # frozen leaves stored in bf16
     ],
 )
-def test_layer_norm_matches_autodiff(x_dtype, param_dtype, out_dtype):
+@pytest.mark.parametrize("gpu", [False, True])  # the GPU's one-pass statistics, stacked sums
+def test_layer_norm_matches_autodiff(monkeypatch, x_dtype, param_dtype, out_dtype, gpu):
+    monkeypatch.setattr(layers, "on_gpu", lambda: gpu)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(1.0, 2.0, (3, 5, 48)), x_dtype)
     scale = jnp.asarray(rng.normal(1.0, 0.1, (48,)), param_dtype)
@@ -153,6 +155,22 @@ def test_layer_norm_differentiated_on_a_gpu_takes_its_sums_in_one_pass(monkeypat
     assert _depends_on(jaxpr, var.invars[0], mean.outvars[0]) is not gpu
     jaxpr, (mean, var) = sums(fn)
     assert _depends_on(jaxpr, var.invars[0], mean.outvars[0])
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_layer_norm_backward_on_a_gpu_sums_its_scale_and_bias_gradients_together(monkeypatch, gpu):
+    # XLA's GPU compiler reads g once for both column sums only when they are one reduction.
+    monkeypatch.setattr(layers, "on_gpu", lambda: gpu)
+    x, scale, bias = jnp.ones((2, 3, 8), jnp.bfloat16), jnp.ones(8), jnp.zeros(8)
+    fn = lambda x, s, b: layers.layer_norm(x, s, b, 1e-12, jnp.bfloat16)
+    backward = lambda *a: jax.vjp(fn, *a)[1](jnp.ones((2, 3, 8), jnp.bfloat16))
+    jaxpr = jax.make_jaxpr(backward)(x, scale, bias).jaxpr
+    column_sums = [
+        e.outvars[0].aval.shape
+        for e in jaxpr.eqns
+        if e.primitive.name == "reduce_sum" and e.outvars[0].aval.shape[-1:] == (8,)
+    ]
+    assert column_sums == ([(2, 8)] if gpu else [(8,), (8,)])
 
 
 def test_custom_backward_composes_with_remat_and_scan():

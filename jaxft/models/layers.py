@@ -218,9 +218,16 @@ def _layer_norm_bwd(epsilon, dtype, saved, grad):
     x, mean, rstd, scale, bias = saved
     g = grad.astype(jnp.float32)
     xhat = (x.astype(jnp.float32) - mean) * rstd
-    rows = tuple(range(x.ndim - 1))
-    dscale = jnp.sum(g * xhat, axis=rows)
-    dbias = jnp.sum(g, axis=rows)
+    if on_gpu():
+        # One column sum over both: XLA's GPU compiler would not merge the two sibling sums, so
+        # each read g in a kernel of its own and added a second-stage kernel (BERT-base full
+        # step compiled for an H100: 73 kernels and 0.26 GB fewer). On the CPU the stacked sum
+        # ran 1.5x slower.
+        rows = tuple(range(1, x.ndim))
+        dscale, dbias = jnp.sum(jnp.stack([g * xhat, g]), axis=rows)
+    else:
+        rows = tuple(range(x.ndim - 1))
+        dscale, dbias = jnp.sum(g * xhat, axis=rows), jnp.sum(g, axis=rows)
     gx = g * scale.astype(jnp.float32)
     dx = rstd * (
         gx
