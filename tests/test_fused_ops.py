@@ -239,3 +239,33 @@ def test_attention_probs_rows_with_every_key_masked_are_uniform_as_softmax(fn):
 def test_attention_probs_rejects_a_bias_of_another_rank(fn):
     with pytest.raises(ValueError, match="ranks"):
         fn(jnp.zeros((1, 1, 2, 4)), (jnp.zeros((4,)),))
+
+
+def test_dense_sums_its_bias_and_ia3_gradients_over_rows_in_float32():
+    # Under bf16 compute the bias and IA³ vectors' gradients sum 8,192 rows: JAX's transpose of
+    # a broadcast summed them in bf16 (1-2% off here), `rows_of` sums in float32.
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(64, 128, 32)), jnp.float32)
+    cot = jnp.asarray(rng.normal(0.05, 1.0, (64, 128, 48)), jnp.bfloat16)
+    dense = layers.Dense(48, dtype=jnp.bfloat16)
+    params = dense.init(jax.random.key(0), x)["params"]
+    params["bias"] = jnp.asarray(rng.normal(0.0, 0.1, (48,)), jnp.float32)
+    params["ia3_out"] = jnp.asarray(rng.normal(1.0, 0.1, (48,)), jnp.float32)
+    y, vjp = jax.vjp(lambda p: dense.apply({"params": p}, x), params)
+    (grads,) = vjp(cot)
+    scale = np.asarray(params["ia3_out"].astype(jnp.bfloat16), np.float64)
+    cot64 = np.asarray(cot, np.float64)
+    assert grads["bias"].dtype == grads["ia3_out"].dtype == jnp.float32
+    assert _rel(grads["bias"], (cot64 * scale).sum((0, 1))) < 3e-3
+    before_scale = np.asarray(y, np.float64) / scale
+    assert _rel(grads["ia3_out"], (cot64 * before_scale).sum((0, 1))) < 3e-3
+
+
+def test_rows_of_broadcasts_over_leading_rows_only():
+    v = jnp.arange(6.0).reshape(2, 3)
+    out = layers.rows_of(v, (4, 2, 3), jnp.bfloat16)
+    assert out.shape == (4, 2, 3) and out.dtype == jnp.bfloat16
+    grad = jax.grad(lambda v: jnp.sum(layers.rows_of(v, (4, 2, 3), jnp.bfloat16)))(v)
+    np.testing.assert_array_equal(grad, np.full((2, 3), 4.0))
+    with pytest.raises(ValueError, match="cannot broadcast"):
+        layers.rows_of(v, (4, 3, 2), jnp.float32)

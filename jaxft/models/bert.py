@@ -152,8 +152,8 @@ class SelfAttention(nn.Module):
         if self._prefixed():
 
             def prefix(name):
-                learned = heads(self.get_variable("params", name).astype(k.dtype))
-                return jnp.broadcast_to(learned, (x.shape[0],) + learned.shape)
+                learned = heads(self.get_variable("params", name))
+                return layers_lib.rows_of(learned, (x.shape[0],) + learned.shape, k.dtype)
 
             k = jnp.concatenate([prefix("prefix_key"), k], axis=1)
             v = jnp.concatenate([prefix("prefix_value"), v], axis=1)

@@ -17,6 +17,34 @@ _SQRT_HALF = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
 
 
+def rows_of(v: jax.Array, shape: tuple, dtype) -> jax.Array:
+    """`v` (a parameter) in `dtype`, broadcast over leading rows to `shape`, for adding to or
+    scaling activations. Its gradient sums the rows in float32 and comes back in v's dtype: the
+    transpose of JAX's own broadcast sums in the activations' dtype, and in bf16 a bias gradient
+    summed over a BERT-base batch's 8,192 rows was 3% off (one rounding of a float32 sum, as
+    PyTorch's autocast gives, is 0.2%)."""
+    if tuple(shape[len(shape) - v.ndim :]) != v.shape:
+        raise ValueError(f"cannot broadcast {v.shape} over the rows of {tuple(shape)}")
+    return _rows_of(v, tuple(shape), jnp.dtype(dtype), jnp.dtype(v.dtype), v.ndim)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _rows_of(v, shape, dtype, v_dtype, v_ndim):
+    return jnp.broadcast_to(v.astype(dtype), shape)
+
+
+def _rows_of_fwd(v, shape, dtype, v_dtype, v_ndim):
+    return _rows_of(v, shape, dtype, v_dtype, v_ndim), None
+
+
+def _rows_of_bwd(shape, dtype, v_dtype, v_ndim, _, grad):
+    rows = tuple(range(len(shape) - v_ndim))
+    return (jnp.sum(grad, axis=rows, dtype=jnp.float32).astype(v_dtype),)
+
+
+_rows_of.defvjp(_rows_of_fwd, _rows_of_bwd)
+
+
 def _gelu_f32(x):
     return 0.5 * x * (1.0 + jax.lax.erf(x * _SQRT_HALF))
 
@@ -93,7 +121,7 @@ class Dense(nn.Module):
         )
         ia3_in, ia3_out = self._leaf("ia3_in"), self._leaf("ia3_out")
         if ia3_in is not None:
-            x = x * ia3_in.astype(x.dtype)
+            x = x * rows_of(ia3_in, x.shape, x.dtype)
         x = x.astype(self.dtype)
         y = jnp.dot(x, kernel.astype(self.dtype))
         lora_a = self._leaf("lora_a")
@@ -109,9 +137,9 @@ class Dense(nn.Module):
             y = y + h * self._leaf("lora_scale").astype(self.dtype)
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-            y = y + bias.astype(self.dtype)
+            y = y + rows_of(bias, y.shape, self.dtype)
         if ia3_out is not None:
-            y = y * ia3_out.astype(self.dtype)
+            y = y * rows_of(ia3_out, y.shape, self.dtype)
         return y
 
 
