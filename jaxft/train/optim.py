@@ -4,12 +4,48 @@ import math
 import re
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
 from jaxft.errors import UserError
 
 NO_DECAY = ("bias", "scale")  # biases and LayerNorm parameters, as in Hugging Face's Trainer
+
+
+# Leaves up to this many elements have their squares summed together: one kernel for the
+# biases, norms and LoRA factors instead of one each.
+SMALL_LEAF = 1 << 16
+
+
+def global_norm(tree) -> jax.Array:
+    """The L2 norm of all leaves together, as `optax.global_norm`, with the small leaves'
+    squares summed in one reduction over their concatenation.
+
+    XLA cannot fuse reductions of different shapes, so a norm taken leaf by leaf is a kernel
+    per leaf: 201 in the BERT-base full step, 126 of them over a few thousand elements each,
+    where a GPU spends a few microseconds launching and finishing a kernel however little it
+    reads."""
+    leaves = [x.astype(jnp.float32) for x in jax.tree_util.tree_leaves(tree)]
+    small = [x.ravel() for x in leaves if x.size <= SMALL_LEAF]
+    squares = [jnp.sum(jnp.square(x)) for x in leaves if x.size > SMALL_LEAF]
+    if small:
+        squares.append(jnp.sum(jnp.square(jnp.concatenate(small))))
+    return jnp.sqrt(sum(squares, jnp.zeros((), jnp.float32)))
+
+
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """`optax.clip_by_global_norm` over `global_norm`: updates scaled by max_norm / norm when
+    their norm exceeds max_norm."""
+
+    def update(updates, state, params=None):
+        del params
+        norm = global_norm(updates)
+        clipped = norm >= max_norm
+        scale = lambda u: jnp.where(clipped, u / norm.astype(u.dtype) * max_norm, u)
+        return jax.tree_util.tree_map(scale, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def warmup_steps(cfg, total_steps: int) -> int:
@@ -70,7 +106,7 @@ def make(cfg, trainable_params, total_steps: int):
     lr = schedule(cfg, total_steps)
     parts = []
     if cfg.clip_norm:
-        parts.append(optax.clip_by_global_norm(cfg.clip_norm))
+        parts.append(clip_by_global_norm(cfg.clip_norm))
     parts.append(
         optax.adamw(
             lr,

@@ -6,6 +6,7 @@ import optax
 
 from jaxft.models import t5
 from jaxft.peft import paths
+from jaxft.train import optim
 
 
 def is_seq2seq(model) -> bool:
@@ -151,10 +152,20 @@ def make_train_step(
         out = forward(model, paths.merge(trainable, frozen), batch, deterministic=False, rng=rng)
         return loss_sums(model, out, batch, regression, label_smoothing)
 
+    def mean_loss(trainable, frozen, batch, rng):
+        total, count = summed_loss(trainable, frozen, batch, rng)
+        return total / jnp.maximum(jax.lax.stop_gradient(count), 1.0)
+
     grad_fn = jax.value_and_grad(summed_loss, has_aux=True)
+    mean_grad_fn = jax.value_and_grad(mean_loss)
 
     def gradients(state, batch, rng):
         """(mean loss, gradient of the mean loss) over the whole batch."""
+        if accum_steps == 1 and axis_name is None:
+            # The batch's count is known before the backward pass, so the gradient comes out
+            # divided by it: dividing every gradient leaf afterwards made XLA write the small
+            # leaves' gradients out again, a kernel each, for the norm and the update to read.
+            return mean_grad_fn(state.trainable, state.frozen, batch, rng)
         if accum_steps == 1:
             (total, count), grads = grad_fn(state.trainable, state.frozen, batch, rng)
         else:
@@ -186,7 +197,7 @@ def make_train_step(
         loss, grads = gradients(state, batch, rng)
         updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": loss, "grad_norm": optim.global_norm(grads)}
         new_state = state.replace(step=state.step + 1, trainable=trainable, opt_state=opt_state)
         return new_state, metrics
 
