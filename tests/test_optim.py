@@ -11,7 +11,7 @@ from jaxft.train import optim
 
 def _tree():
     rng = np.random.default_rng(0)
-    big = optim.SMALL_LEAF + 1
+    big = optim.SMALL_LEAF
     return {
         "kernel": jnp.asarray(rng.normal(size=(big,)), jnp.float32),
         "embed": jnp.asarray(rng.normal(size=(2, big)), jnp.float32),

@@ -9,13 +9,15 @@ import optax
 from flax import traverse_util
 
 from jaxft.errors import UserError
+from jaxft.train import sharding
 
 NO_DECAY = ("bias", "scale")  # biases and LayerNorm parameters, as in Hugging Face's Trainer
 
 
-# Leaves up to this many elements have their squares summed together: one kernel for the
-# biases, norms and LoRA factors instead of one each.
-SMALL_LEAF = 1 << 16
+# Leaves under this many elements have their squares summed together: one kernel for the
+# biases, norms and LoRA factors instead of one each. FSDP keeps such leaves whole on every
+# device, so their concatenation gathers nothing.
+SMALL_LEAF = sharding.MIN_SHARDED_SIZE
 
 
 def global_norm(tree) -> jax.Array:
@@ -27,8 +29,8 @@ def global_norm(tree) -> jax.Array:
     where a GPU spends a few microseconds launching and finishing a kernel however little it
     reads."""
     leaves = [x.astype(jnp.float32) for x in jax.tree_util.tree_leaves(tree)]
-    small = [x.ravel() for x in leaves if x.size <= SMALL_LEAF]
-    squares = [jnp.sum(jnp.square(x)) for x in leaves if x.size > SMALL_LEAF]
+    small = [x.ravel() for x in leaves if x.size < SMALL_LEAF]
+    squares = [jnp.sum(jnp.square(x)) for x in leaves if x.size >= SMALL_LEAF]
     if small:
         squares.append(jnp.sum(jnp.square(jnp.concatenate(small))))
     return jnp.sqrt(sum(squares, jnp.zeros((), jnp.float32)))
