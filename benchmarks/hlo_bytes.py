@@ -26,7 +26,11 @@ DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16"
                "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}  # fmt: skip
 SHAPE = re.compile(r"\b(" + "|".join(DTYPE_BYTES) + r")\[([0-9,]*)\]")
 INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%(\S+) = (.*?) ([a-z][\w-]*)\((.*?)\)(, .*)?$")
-NO_WORK = {"parameter", "get-tuple-element", "tuple", "bitcast", "constant"}
+# fusion-done only waits for its fusion-start, which is where the kernel's bytes are charged.
+NO_WORK = {"parameter", "get-tuple-element", "tuple", "bitcast", "constant", "fusion-done"}
+# A fusion-start is XLA's asynchronous form of a fusion (in a scanned layer's loop, the slicing of
+# one layer's weights and the stacking of its residuals).
+FUSIONS = ("fusion", "fusion-start")
 LIBRARY_MATMUL = re.compile(r"cublas|gemm|matmul", re.IGNORECASE)
 COMPUTATION = re.compile(r"^%?([\w.\-]+) \(.*\) -> .*\{$")
 
@@ -106,6 +110,12 @@ def in_place_update(body: list[str]) -> tuple[int, int] | None:
     return None
 
 
+def root_bytes(body: list[str]) -> int:
+    """The result bytes of a computation's ROOT instruction."""
+    root = next(line for line in body if line.lstrip().startswith("ROOT "))
+    return shape_bytes(INSTRUCTION.match(root).group(2))
+
+
 def entry_kernels(hlo: str) -> list[dict]:
     """Every work-launching instruction of the ENTRY computation, and of the bodies of the
     while loops it runs (scanned layers) once per trip: name, op, bytes, op_name, launches."""
@@ -135,9 +145,11 @@ def _kernels(lines: list[str], bodies: dict, sizes: dict, trips: int) -> list[di
             kernels += _kernels(bodies.get(body, []), bodies, sizes, trips * n)
             continue
         calls = re.search(r"calls=%([\w.\-]+)", attrs)
-        body = bodies.get(calls.group(1), []) if op == "fusion" and calls else []
+        body = bodies.get(calls.group(1), []) if op in FUSIONS and calls else []
         read_as = sliced_reads(body)
         written = sizes[name]
+        if op == "fusion-start":  # result: ((operands), output, context); it writes the output
+            written = root_bytes(body)
         update = in_place_update(body)
         if update:
             read_as[update[0]], written = 0, update[1]

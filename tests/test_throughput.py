@@ -109,6 +109,36 @@ def test_hlo_bytes_counts_a_loop_body_once_per_trip_and_in_place_updates_at_thei
     assert all(k["bytes"] / 8 < 3 * x.nbytes for k in stacking)
 
 
+# Lines as XLA prints them, some over the width ruff allows.
+ASYNC_UPDATE_HLO = """HloModule m
+
+%fused_update (param_0.1: bf16[12,64,32], param_1.1: s32[], param_2.1: bf16[64,32]) -> bf16[12,64,32] {
+  %param_0.1 = bf16[12,64,32]{2,1,0} parameter(0)
+  %param_2.1 = bf16[64,32]{1,0} parameter(2)
+  %bitcast.1 = bf16[1,64,32]{2,1,0} bitcast(%param_2.1)
+  %param_1.1 = s32[] parameter(1)
+  %constant.1 = s32[] constant(0)
+  ROOT %dynamic-update-slice.1 = bf16[12,64,32]{2,1,0} dynamic-update-slice(%param_0.1, %bitcast.1, %param_1.1, %constant.1, %constant.1)
+}
+
+ENTRY %main (p0: bf16[12,64,32], p1: s32[], p2: bf16[64,32]) -> bf16[12,64,32] {
+  %p0 = bf16[12,64,32]{2,1,0} parameter(0)
+  %p1 = s32[] parameter(1)
+  %p2 = bf16[64,32]{1,0} parameter(2)
+  %fusion-start.1 = ((bf16[12,64,32]{2,1,0}, s32[], bf16[64,32]{1,0}), bf16[12,64,32]{2,1,0}, u32[]) fusion-start(%p0, %p1, %p2), kind=kLoop, calls=%fused_update
+  ROOT %fusion-done.1 = bf16[12,64,32]{2,1,0} fusion-done(%fusion-start.1)
+}
+"""  # noqa: E501
+
+
+def test_hlo_bytes_charges_an_async_fusion_once_at_its_start():
+    # XLA 0.11 runs a scanned layer's stacking of its residuals as fusion-start/fusion-done:
+    # one kernel, which moves the [64, 32] update (4 kB read, 4 kB written) and the index.
+    (kernel,) = hlo_bytes.entry_kernels(ASYNC_UPDATE_HLO)
+    assert kernel["op"] == "fusion-start"
+    assert kernel["bytes"] == 4096 + 4 + 4096
+
+
 def test_peak_flops_by_device_name():
     assert mfu.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16", 0) == 989e12
     assert mfu.peak_flops("NVIDIA H200", "float32", 0) == 494e12
