@@ -118,29 +118,48 @@ def compile_row(
     return seconds, compiled, lower_s
 
 
-# XLA's scoped timers, logged at VLOG 1 by the files that TF_CPP_VMODULE names.
+# XLA's scoped timers, logged at VLOG 1 by the files that TF_CPP_VMODULE names, and a line per
+# Triton kernel compiled (xtile_compiler, VLOG 2).
 XLA_LOG_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "0",
-    "TF_CPP_VMODULE": "gpu_compiler=1,hlo_pass_pipeline=1",
+    "TF_CPP_VMODULE": (
+        "gpu_compiler=1,hlo_pass_pipeline=1,compile_module_to_llvm_ir=1,xtile_compiler=2"
+    ),
 }
 _PHASE = re.compile(r"(RunHloPasses|RunBackend) for \S+ time: ([\d.]+) (s|ms|us)\b")
 _PASS = re.compile(r"HLO pass: (\S+) time: [^(]*\((\d+) us\)")
+_EMISSION = re.compile(r"RunBackend - IR emission for (\S+) time: [^(]*\((\d+) us\)")
+_TRITON = re.compile(r"xtile_compiler\.cc:\d+\] Shared memory usage")
 _UNIT = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 
 
 def xla_phases(log: str) -> dict:
     """XLA's compile timers in a log: seconds of HLO passes and of the backend (LLVM, PTX to
-    cubin) summed over the log's compiles, and the seconds of each HLO pass, slowest first."""
+    cubin) summed over the log's compiles, the seconds of each HLO pass, slowest first, and of
+    the backend's IR emission, with the Triton kernels compiled.
+
+    The backend emits the step's kernels one after the other (Triton's own compiler runs for each
+    Triton kernel inside that emission) while other threads turn the emitted LLVM modules into
+    PTX and cubins, so with enough cores its time is about the emission's. During the HLO passes
+    XLA also emits every distinct Triton matmul fusion as a module of its own to choose its tile
+    configuration: `matmul_config_emissions` of them, in `matmul_config_s` seconds."""
     phases = collections.Counter()
     for name, value, unit in _PHASE.findall(log):
         phases[name] += float(value) * _UNIT[unit]
     passes = collections.Counter()
     for name, micros in _PASS.findall(log):
         passes[name] += int(micros) / 1e6
+    step, configs = [], []
+    for module, micros in _EMISSION.findall(log):
+        (configs if module.startswith("gemm_fusion") else step).append(int(micros) / 1e6)
     return {
         "hlo_passes_s": phases["RunHloPasses"],
         "backend_s": phases["RunBackend"],
         "passes": dict(passes.most_common()),
+        "ir_emission_s": sum(step),
+        "matmul_config_emissions": len(configs),
+        "matmul_config_s": sum(configs),
+        "triton_kernels": len(_TRITON.findall(log)),
     }
 
 
@@ -226,7 +245,9 @@ def main(argv=None) -> list[dict]:
             top = ", ".join(f"{n} {t:.1f}" for n, t in list(phases["passes"].items())[:4])
             phase_lines.append(
                 f"| {v} | {seconds:.1f} | {lower_s:.1f} | {phases['hlo_passes_s']:.1f} | "
-                f"{top} | {phases['backend_s']:.1f} |"
+                f"{top} | {phases['matmul_config_emissions']} in "
+                f"{phases['matmul_config_s']:.1f} | {phases['backend_s']:.1f} | "
+                f"{phases['ir_emission_s']:.1f} | {phases['triton_kernels']} |"
             )
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -238,8 +259,9 @@ def main(argv=None) -> list[dict]:
             f"Where the compile time goes ({os.cpu_count()} CPU cores here; XLA's timers):",
             "",
             "| variant | compile s | trace + lower s | HLO passes s | slowest passes s "
-            "| backend s (LLVM, PTX) |",
-            "|---|---|---|---|---|---|",
+            "| of them, Triton matmuls emitted to choose tiles (s) | backend s (LLVM, PTX) "
+            "| of it, IR emission s | Triton kernels compiled |",
+            "|---|---|---|---|---|---|---|---|---|",
             *phase_lines,
         ]
         print("\n".join(lines[-len(phase_lines) - 5 :]), flush=True)

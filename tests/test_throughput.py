@@ -268,6 +268,14 @@ def test_gpu_hlo_phases_reads_xlas_timers_from_what_fd_2_received():
         "(90000 us) (cumulative: 90 ms, max: 90 ms, #called: 1)",
         "I1127 05:28:44.479 9899 hlo_pass_pipeline.cc:176] HLO pass: cse time: 10 ms "
         "(10000 us) (cumulative: 100 ms, max: 90 ms, #called: 2)",
+        "I1127 05:28:44.480 9899 compile_module_to_llvm_ir.cc:263] GpuCompiler::RunBackend - "
+        "IR emission for gemm_fusion_dot.185 time: 62.5 ms (62500 us) (cumulative: 62.5 ms, "
+        "max: 62.5 ms, #called: 1)",
+        "I1127 05:28:44.481 9899 xtile_compiler.cc:599] Shared memory usage: 768 B",
+        "I1127 05:28:48.470 9899 xtile_compiler.cc:599] Shared memory usage: 12288 B",
+        "I1127 05:28:48.475 9899 compile_module_to_llvm_ir.cc:263] GpuCompiler::RunBackend - "
+        "IR emission for jit_train_step time: 500 ms (500000 us) (cumulative: 562 ms, max: "
+        "500 ms, #called: 2)",
         "I1127 05:28:48.476 9899 gpu_compiler.cc:2817] GpuCompiler::RunBackend for "
         "jit_train_step time: 750 ms (750000 us) (cumulative: 750 ms, max: 750 ms, #called: 1)",
     ]
@@ -278,6 +286,10 @@ def test_gpu_hlo_phases_reads_xlas_timers_from_what_fd_2_received():
     assert phases["backend_s"] == pytest.approx(0.75)
     assert list(phases["passes"]) == ["priority-fusion", "cse"]
     assert phases["passes"]["cse"] == pytest.approx(0.1)
+    assert phases["ir_emission_s"] == pytest.approx(0.5)  # the step's module, not the matmul's
+    assert phases["matmul_config_emissions"] == 1
+    assert phases["matmul_config_s"] == pytest.approx(0.0625)
+    assert phases["triton_kernels"] == 2
     # and the descriptor is the terminal's again
     with gpu_hlo.StderrCapture() as capture:
         pass
