@@ -2,14 +2,15 @@
 # The one prepared check for a machine with an NVIDIA GPU whose python3 already has JAX, PyTorch,
 # transformers and PEFT, and no network: parity tests on the GPU, then benchmarks/throughput.py
 # against Hugging Face PyTorch for the rows the performance targets name (BERT-base full and
-# frozen, T5-base full, jaxft LoRA; HF eager and torch.compile), plus before/after rows (XLA's
-# fusion autotuner; cuDNN's flash attention with its own dropout for the full, frozen and LoRA
-# steps and T5; XLA's Q/K/V matmul merging, Triton matmuls, GEMM autotuning). At most about 8.5 minutes: 50 s of tests on the GPU (XLA takes 5-10 s per small
-# program there; the cuDNN tests first), then rows started until a 390 s budget is spent (on an
-# H100 a BERT-base full row took 45 s, 34 s of it compiling, the frozen row about 25 s, the T5
-# row 2 minutes, the PyTorch rows about 100 s), so the last rows of the plan may be skipped; the
-# throughput run is killed at budget + 60 s, then 75 s at most for the compile-time split of the
-# BERT full step (gpu_hlo.py --phases), so the whole script takes at most about 600 s. Set
+# frozen, T5-base full, jaxft LoRA; HF eager and torch.compile), plus before/after rows (cuDNN's
+# flash attention with its own dropout for the full, frozen and LoRA steps and T5; Triton
+# matmuls; XLA's fusion autotuner; GEMM autotuning; XLA's Q/K/V matmul merging). At most about
+# 8.5 minutes: 50 s of tests on the GPU (XLA takes 5-10 s per small program there; the cuDNN
+# tests first), then rows started until a 390 s budget is spent (on an H100 a BERT-base full row
+# took 45 s, 34 s of it compiling, the frozen row about 25 s, the T5 row 2 minutes, the PyTorch
+# rows about 100 s), so the last rows of the plan may be skipped; the throughput run is killed at
+# budget + 60 s, then 75 s at most for the compile-time split of the BERT full step (gpu_hlo.py
+# --phases), so the whole script takes at most about 600 s. Set
 # ABLATIONS=1 for every speed-option ablation (about 45 s each more). Everything it prints also
 # lands in $OUT (default benchmarks/results/gpu_check): gpu_check.log, parity.log,
 # throughput.{json,md}, the optimized HLO of the BERT full and frozen steps and of the T5 step,
@@ -97,16 +98,18 @@ extra=(--strategies full,frozen --hf_strategies full,frozen --t5_last
   --save_hlo bert_full,bert_frozen,bert_full_cudnn_dropout,bert_frozen_cudnn_dropout,t5_full,t5_full_cudnn_dropout
   "${cpu_extra[@]}")
 # In this order after full and frozen: LoRA as the library runs it (its target is against jaxft's
-# own full step; never measured on a card yet); the full step with XLA's fusion autotuner back on
-# (XLA's default, off in jaxft on a GPU since 2026-11-27: compiled for an H100 by XLA 0.11.2 the
-# step took 23.3 s with it, 17.3 s without, on the 2-core machine); cuDNN's flash attention with
-# cuDNN's dropout masks (attention=cudnn_dropout) for the full, frozen and LoRA steps, the frozen
-# one also without XLA's merging of the Q, K and V matmuls (no_dot_merger: each keeps its bias in
-# its epilogue); the full step without Triton matmuls (15.0 s to compile there), without any
-# autotuning, and with cuDNN attention and no dot merger; T5 with cuDNN attention and dropout;
-# then T5 (--t5_last: a 2-minute row, its target met on the H100 of 2026-11-27). At the H100's
-# row times the budget ends around the last full-step rows.
-GPU_ROWS=lora:default,fusion_autotuner,cudnn_dropout,frozen:cudnn_dropout,frozen:cudnn_dropout+no_dot_merger,lora:cudnn_dropout,no_triton_gemm,autotune0,cudnn_dropout+no_dot_merger,t5:cudnn_dropout
+# own full step; never measured on a card yet); cuDNN's flash attention with cuDNN's dropout
+# masks (attention=cudnn_dropout), alone and with every matmul in cuBLAS (no_triton_gemm), then
+# no_triton_gemm alone: compiled for an H100 by XLA 0.11.2 on the 2-core machine the full step
+# took 18.7 s by default, 15.3 without Triton matmuls and 12.4 with both, which also moved the
+# fewest bytes (14.32 GB against 17.76), so these rows decide the compile-time target; then
+# cudnn_dropout for the frozen and LoRA steps; the full step with XLA's fusion autotuner back on
+# (XLA's default, off in jaxft on a GPU since 2026-11-27) and without any autotuning; the frozen
+# and full steps with cudnn_dropout and without XLA's merging of the Q, K and V matmuls
+# (no_dot_merger: each keeps its bias in its epilogue); T5 with cuDNN attention and dropout; then
+# T5 (--t5_last: a 2-minute row, its target met on the H100 of 2026-11-27). At the H100's row
+# times the budget ends around the fusion autotuner rows.
+GPU_ROWS=lora:default,cudnn_dropout,cudnn_dropout+no_triton_gemm,no_triton_gemm,frozen:cudnn_dropout,lora:cudnn_dropout,fusion_autotuner,autotune0,frozen:cudnn_dropout+no_dot_merger,cudnn_dropout+no_dot_merger,t5:cudnn_dropout
 [[ "${ABLATIONS:-0}" == 1 ]] || extra+=(--ablations "$GPU_ROWS")
 if [[ -n "${JAXFT_XLA_FLAGS:-}" ]]; then
   if XLA_FLAGS="$JAXFT_XLA_FLAGS" "$PY" -c "import jax, jax.numpy as jnp; \
