@@ -7,8 +7,8 @@
 # matmuls; XLA's fusion autotuner; GEMM autotuning; XLA's Q/K/V matmul merging). At most about
 # 8.5 minutes: 50 s of tests on the GPU (XLA takes 5-10 s per small program there; the cuDNN
 # tests first), then rows started until a 390 s budget is spent (on an H100 a BERT-base full row
-# took 45 s, 34 s of it compiling, the frozen row about 25 s, the T5 row 2 minutes, the PyTorch
-# rows about 100 s), so the last rows of the plan may be skipped; the throughput run is killed at
+# took 45 s, 34 s of it compiling and 9 s building its state, which its ablated rows now reuse;
+# the frozen row about 25 s, the T5 row 2 minutes, the PyTorch rows about 100 s), so the last rows of the plan may be skipped; the throughput run is killed at
 # budget + 60 s, then 75 s at most for the compile-time split of the BERT full step (gpu_hlo.py
 # --phases), so the whole script takes at most about 600 s. Set
 # ABLATIONS=1 for every speed-option ablation (about 45 s each more). Everything it prints also

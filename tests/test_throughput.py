@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from tests.conftest import needs_torch
@@ -65,6 +66,26 @@ def test_rows_build_on_the_host_cpu_beside_an_accelerator(monkeypatch):
     _, state, _ = throughput.build_jaxft("bert", BERT, "lora", settings)
     assert placed == [jax.devices()[0]]
     assert state.step == 0 and jax.tree.leaves(state.params)
+
+
+def test_rows_of_one_kind_build_their_state_once_and_each_get_a_copy(monkeypatch):
+    built = []
+    real = throughput._state
+    monkeypatch.setattr(throughput, "_built", {})
+    monkeypatch.setattr(throughput, "_state", lambda *a: built.append(a[1]) or real(*a))
+    rows = [
+        throughput.build_jaxft("bert", BERT, "lora", ablations.jaxft_settings(v, "float32"))
+        for v in ("default", "softmax_vjp", "scan")
+    ]
+    assert built == ["lora"]  # the kind's state, once
+    _, again, _ = throughput.build_jaxft("bert", BERT, "lora", ablations.jaxft_settings(
+        "default", "bfloat16"))  # fmt: skip
+    assert built == ["lora", "lora"]  # another dtype is another kind
+    first, second = (jax.tree_util.tree_leaves(state.trainable) for _, state, _ in rows[:2])
+    for a, b in zip(first, second, strict=True):
+        assert a.unsafe_buffer_pointer() != b.unsafe_buffer_pointer()  # donating one keeps b
+        np.testing.assert_array_equal(a, b)
+    assert rows[2][0].config.scan_layers and not rows[0][0].config.scan_layers
 
 
 SLICING_HLO = """HloModule m
