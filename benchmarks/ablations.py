@@ -29,10 +29,13 @@ ABLATIONS = {
     "nothing for the autotuner to compile)",
     "fusion_autotuner": "compiled with XLA's fusion autotuner on (XLA's default; jaxft turns it "
     "off on a GPU: each loop and reduction fusion compiled and timed with Triton too)",
+    "plain_weight_grads": "on a CPU, weight gradients without the optimization barrier of "
+    "layers.project (XLA fuses their operands' transposes into the kernels before them)",
 }
 # The ablations that change a T5 step too (scan, remat and attn_* are BERT options).
 T5_ABLATIONS = {"rbg", "float32", "autodiff_ops", "flax_dropout", "autotune0", "softmax_vjp",
-                "cudnn_dropout", "fusion_autotuner", "no_triton_gemm"}  # fmt: skip
+                "cudnn_dropout", "fusion_autotuner", "no_triton_gemm",
+                "plain_weight_grads"}  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -90,6 +93,21 @@ def autodiff_ops(on: bool):
         yield
     finally:
         layers.ACTIVATIONS["gelu"], layers.layer_norm, layers.rms_norm = saved
+
+
+@contextlib.contextmanager
+def plain_weight_grads(on: bool):
+    """While tracing, `layers.project` as on a GPU: a plain product, whose weight gradient XLA
+    differentiates and fuses as it likes (the CPU library before its barrier)."""
+    from jaxft.models import layers
+
+    saved = layers.on_cpu
+    if on:
+        layers.on_cpu = lambda: False
+    try:
+        yield
+    finally:
+        layers.on_cpu = saved
 
 
 def jax_gelu(x):
@@ -175,6 +193,7 @@ def timed_compile(train_step, state, batch, variant: str):
         autodiff_ops("autodiff_ops" in on),
         flax_dropout("flax_dropout" in on),
         softmax_vjp("softmax_vjp" in on),
+        plain_weight_grads("plain_weight_grads" in on),
     ):
         lowered = jax.jit(train_step, donate_argnums=0).lower(state, batch)
     lower_s = time.perf_counter() - start

@@ -83,7 +83,8 @@ PRESETS = {
                 ablations="flax_dropout,frozen:flax_dropout,lora:default,scan,autotune0,"
                           "autodiff_ops,rbg,attn_fused,attn_explicit,float32,remat"),
     "cpu": dict(shape="minilm", dtype="float32", bert=(32, 128), t5=(8, 128, 32),
-                ablations="flax_dropout,frozen:flax_dropout,autodiff_ops,rbg,scan,remat"),
+                ablations="flax_dropout,frozen:flax_dropout,autodiff_ops,rbg,scan,remat,"
+                "plain_weight_grads,t5:plain_weight_grads"),
     "tiny": dict(shape="tiny", dtype="float32", bert=(4, 16), t5=(2, 16, 8),
                  ablations="autodiff_ops,rbg,scan,remat,attn_explicit,attn_fused"),
 }  # fmt: skip

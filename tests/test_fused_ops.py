@@ -269,3 +269,31 @@ def test_rows_of_broadcasts_over_leading_rows_only():
     np.testing.assert_array_equal(grad, np.full((2, 3), 4.0))
     with pytest.raises(ValueError, match="cannot broadcast"):
         layers.rows_of(v, (4, 3, 2), jnp.float32)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_project_matches_a_matmul_differentiated_by_jax(dtype):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(4, 9, 16)), dtype)
+    kernel = jnp.asarray(rng.normal(size=(16, 24)), dtype)
+    cot = jnp.asarray(rng.normal(size=(4, 9, 24)), dtype)
+    out, vjp = jax.vjp(jax.jit(layers.project), x, kernel)
+    ref, vjp_ref = jax.vjp(jnp.dot, x, kernel)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, ref)
+    for got, want in zip(vjp(cot), vjp_ref(cot), strict=True):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        assert _rel(got, want) < (1e-6 if dtype == jnp.float32 else 1e-2)
+
+
+def test_project_takes_its_weight_gradient_behind_a_barrier_on_the_cpu_only(monkeypatch):
+    # On the CPU the barrier keeps XLA from fusing the transposes of x and g that its matmul
+    # library wants into the kernels that produce g (written one strided column at a time
+    # there); a GPU's compiler fuses them into its matmuls, so it gets the plain product.
+    x, kernel = jnp.ones((2, 3, 8)), jnp.ones((8, 5))
+    # a new function each time: JAX caches a traced function by identity
+    grads = lambda: lambda x, k: jax.grad(lambda x, k: jnp.sum(layers.project(x, k)), (0, 1))(x, k)
+    kept = [((2, 3, 8), jnp.float32), ((2, 3, 5), jnp.float32)]  # x and g
+    assert _barrier_operands(grads(), x, kernel) == [kept]
+    monkeypatch.setattr(layers, "on_gpu", lambda: True)
+    assert _barrier_operands(grads(), x, kernel) == []
