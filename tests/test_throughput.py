@@ -337,3 +337,14 @@ def test_a_rows_compile_options_follow_the_platform_of_its_state():
     for variant in ("default", "fusion_autotuner"):  # a GPU option compiles on the CPU too
         compiled = ablations.compile_step(step, placed, jnp.float32(2.0), variant)
         assert compiled({"w": jnp.ones(2)}, jnp.float32(2.0))[0]["w"].tolist() == [2.0, 2.0]
+
+
+def test_alternate_times_variants_of_one_step_in_turn():
+    import alternate
+
+    args = "--preset tiny --variants default,plain_weight_grads --rounds 2 --warmup 1"
+    results = alternate.main(args.split())
+    assert [r["variant"] for r in results] == ["default", "plain_weight_grads"]
+    assert all(r["ms"] > 0 and r["steps"] == 2 for r in results)
+    with pytest.raises(SystemExit, match="two or more"):
+        alternate.main(["--variants", "default"])
