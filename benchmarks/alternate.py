@@ -25,22 +25,10 @@ def measure(args) -> list[dict]:
     """[{variant, ms (median per step), steps}] in the order of `args.variants`."""
     import jax
 
-    preset = throughput.PRESETS[args.preset]
-    shape = throughput.SHAPES[preset["shape"]][0 if args.arch == "bert" else 1]
-    dims = preset[args.arch]
-    dtype = args.dtype or preset["dtype"]
-    variants = [v for v in args.variants.split(",") if v]
     runs = []
-    for variant in variants:
+    for variant in [v for v in args.variants.split(",") if v]:
         ablations.check(variant, args.arch)
-        step, state = throughput.build_step(args.arch, shape, args.strategy, variant, dtype)
-        batch = jax.tree_util.tree_map(
-            jax.numpy.asarray, throughput.numpy_batch(args.arch, dims, shape["vocab_size"])
-        )
-        compiled = ablations.timed_compile(step, state, batch, variant)[0]
-        for _ in range(args.warmup):
-            state, _ = compiled(state, batch)
-        jax.block_until_ready(state)
+        compiled, state, batch, _, _ = throughput.warm_step(args, variant, args.warmup)
         runs.append(dict(variant=variant, step=compiled, state=state, batch=batch, times=[]))
     for _ in range(args.rounds):
         for run in runs:
@@ -69,11 +57,8 @@ def report(args, results: list[dict]) -> str:
 
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="cpu", choices=sorted(throughput.PRESETS))
-    p.add_argument("--arch", default="bert", choices=("bert", "t5"))
-    p.add_argument("--strategy", default="full", help="full | lora | adapters | frozen")
+    throughput.row_arguments(p, preset="cpu")
     p.add_argument("--variants", default="default,plain_weight_grads", help="comma list")
-    p.add_argument("--dtype", default="", help="bfloat16 | float32 (default: the preset's)")
     p.add_argument("--rounds", type=int, default=8, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
     args = p.parse_args(argv)

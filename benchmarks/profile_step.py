@@ -25,7 +25,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import ablations  # noqa: E402
 import throughput  # noqa: E402
 
 # Kernel kinds, by name: the first pattern that matches (case-insensitive) wins.
@@ -109,19 +108,8 @@ def trace_steps(compiled, state, batch, steps: int, log_dir: str):
 def profile(args) -> dict:
     import jax
 
-    preset = throughput.PRESETS[args.preset]
     arch = args.arch
-    shape = throughput.SHAPES[preset["shape"]][0 if arch == "bert" else 1]
-    dims = preset["bert"] if arch == "bert" else preset["t5"]
-    dtype = args.dtype or preset["dtype"]
-    train_step, state = throughput.build_step(arch, shape, args.strategy, args.variant, dtype)
-    batch = jax.tree_util.tree_map(
-        jax.numpy.asarray, throughput.numpy_batch(arch, dims, shape["vocab_size"])
-    )
-    compiled = ablations.compile_step(train_step, state, batch, args.variant)
-    for _ in range(args.warmup):
-        state, metrics = compiled(state, batch)
-    jax.block_until_ready((state, metrics))
+    compiled, state, batch, dims, dtype = throughput.warm_step(args, args.variant, args.warmup)
     with tempfile.TemporaryDirectory() as log_dir:
         trace, wall_s = trace_steps(compiled, state, batch, args.steps, log_dir)
     events, process = device_events(trace)
@@ -156,11 +144,8 @@ def report(summary: dict, top: int) -> str:
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="gpu", choices=sorted(throughput.PRESETS))
-    p.add_argument("--arch", default="bert", choices=("bert", "t5"))
-    p.add_argument("--strategy", default="full", help="full | lora | adapters | frozen")
+    throughput.row_arguments(p, preset="gpu")
     p.add_argument("--variant", default="default", help="an ablations.py variant, or default")
-    p.add_argument("--dtype", default="", help="bfloat16 | float32 (default: the preset's)")
     p.add_argument("--steps", type=int, default=5, help="traced steps")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--top", type=int, default=40, help="kernels printed")

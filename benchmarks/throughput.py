@@ -252,6 +252,34 @@ def build_step(arch: str, shape: dict, strategy: str, variant: str, dtype: str):
     return step_lib.make_train_step(model, tx, dropout_rng=settings["dropout_rng"]), state
 
 
+def row_arguments(parser, preset: str) -> None:
+    """The --preset, --arch, --strategy and --dtype options of a tool that runs one row's step
+    (`profile_step.py`, `alternate.py`); `warm_step` builds it."""
+    parser.add_argument("--preset", default=preset, choices=sorted(PRESETS))
+    parser.add_argument("--arch", default="bert", choices=("bert", "t5"))
+    parser.add_argument("--strategy", default="full", help="full | lora | adapters | frozen")
+    parser.add_argument("--dtype", default="", help="bfloat16 | float32 (default: the preset's)")
+
+
+def warm_step(args, variant: str, warmup: int):
+    """(compiled train step, its state after `warmup` steps, the batch on the device, dims,
+    dtype) of the row that `row_arguments`' options in `args` name, ablated by `variant`."""
+    import jax
+
+    preset = PRESETS[args.preset]
+    shape = SHAPES[preset["shape"]][0 if args.arch == "bert" else 1]
+    dims, dtype = preset[args.arch], args.dtype or preset["dtype"]
+    train_step, state = build_step(args.arch, shape, args.strategy, variant, dtype)
+    batch = jax.tree_util.tree_map(
+        jax.numpy.asarray, numpy_batch(args.arch, dims, shape["vocab_size"])
+    )
+    compiled = ablations.compile_step(train_step, state, batch, variant)
+    for _ in range(warmup):
+        state, _ = compiled(state, batch)
+    jax.block_until_ready(state)
+    return compiled, state, batch, dims, dtype
+
+
 def jaxft_row(row: Row, shape: dict, steps: int, warmup: int, peak, hlo_dir: str = "") -> Row:
     import jax
 
