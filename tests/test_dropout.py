@@ -2,6 +2,8 @@
 block's masks from one hash, must still drop each element independently at its site's rate,
 and be a pure function of the key."""
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -87,7 +89,8 @@ def test_the_masks_are_kept_as_one_bool_array_behind_an_optimization_barrier(imp
     jaxpr = jax.make_jaxpr(lambda k: dropout_lib.keep_masks(k, (RATE,) * 3, shapes))(key).jaxpr
     barriers = [e for e in jaxpr.eqns if e.primitive.name == "optimization_barrier"]
     assert len(barriers) == 1
-    (operand,) = barriers[0].invars
+    operand, *offsets = barriers[0].invars  # and each site's offset in the bank
+    assert len(offsets) == 3 and all(o.aval.shape == () for o in offsets)
     # each row: 60 elements in 15 words, 75 in 19 (one padded), 7 in 2
     assert operand.aval.dtype == jnp.bool_ and operand.aval.shape == (4, 4 * (15 + 19 + 2))
     names = [e.primitive.name for e in jaxpr.eqns]
@@ -104,6 +107,31 @@ def test_a_blocks_masks_come_from_one_bank_at_their_own_rates_and_independently(
     both = (keep[0] & keep[2]).mean()
     assert _sigmas(both, 0.9 * 0.7, keep[0].size) < 5
     assert not np.array_equal(keep[0], keep[2])
+
+
+def test_the_bank_picks_each_words_threshold_once_per_distinct_rate():
+    # A model's bank holds dozens of sites at two or three rates (hidden, attention, LoRA): laid
+    # out by rate, the hashing kernel compares a word's column with one boundary per rate
+    # change, not per site. The masks still come back in the caller's order, at their rates.
+    key = jax.random.key(3)
+    rates = (0.1, 0.5, 0.1, 0.5, 0.1)
+    shapes = [(64, 512 * (i + 1)) for i in range(5)]
+    jaxpr = str(jax.make_jaxpr(lambda k: dropout_lib.keep_masks(k, rates, shapes))(key))
+    assert len(re.findall(r"u32\[[\d,]*\] = select_n", jaxpr)) == 1  # one threshold switch
+    keep = dropout_lib.keep_masks(key, rates, shapes)
+    for mask, shape, rate in zip(keep, shapes, rates, strict=True):
+        assert mask.shape == shape
+        assert _sigmas(np.asarray(mask).mean(), 1 - rate, mask.size) < 5, rate
+
+
+def test_a_banks_counters_run_per_row_so_only_a_rows_words_are_bounded():
+    # (row, column) counter pairs: a whole model's bank may hold 2^32 words or more in all,
+    # as long as each row holds fewer (traced only: nothing this large is allocated).
+    key = jax.random.key(0)
+    draw = lambda shape: jax.eval_shape(lambda k: dropout_lib.keep_mask(k, RATE, shape), key)
+    assert draw((8, 2**32)).shape == (8, 2**32)  # 2^33 words
+    with pytest.raises(ValueError, match="words per row"):
+        draw((2, 2**34))
 
 
 def test_a_rows_masks_do_not_depend_on_the_batch_size():
@@ -147,9 +175,9 @@ def _hashes(fn, *args) -> int:
     return str(jax.make_jaxpr(fn)(*args)).count("threefry2x32")
 
 
-def test_each_transformer_block_draws_its_masks_from_one_hash():
-    # XLA's GPU compiler spends ~0.2 s on every dropout hash it fuses, whatever its size: one
-    # per block instead of one per site took a third off BERT-base's compile (gpu_hlo.py).
+def test_a_model_draws_all_its_masks_from_one_hash():
+    # XLA's GPU compiler spends about half a second on every dropout hash it fuses, whatever its
+    # size: one per site made 38 in a BERT-base train step, one per block 14 (gpu_hlo.py).
     ids = jnp.ones((2, 8), jnp.int32)
     rngs = {"dropout": jax.random.key(1)}
     config = bert.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3,
@@ -157,7 +185,7 @@ def test_each_transformer_block_draws_its_masks_from_one_hash():
     model = bert.BertModel(config, head=heads.HeadConfig(num_labels=2))
     params = model.init(jax.random.key(0), ids)
     train = lambda p: model.apply(p, ids, deterministic=False, rngs=rngs).logits
-    assert _hashes(train, params) == 3 + 2  # the layers, the embeddings and the head
+    assert _hashes(train, params) == 1  # the layers, the embeddings and the head
     config = t5.T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=2,
                          num_decoder_layers=2, num_heads=2)  # fmt: skip
     model = t5.T5Model(config)
@@ -165,8 +193,8 @@ def test_each_transformer_block_draws_its_masks_from_one_hash():
     train = lambda p: (
         model.apply(p, ids, decoder_input_ids=ids, deterministic=False, rngs=rngs).logits
     )
-    # the blocks, and each stack's dropout on its embeddings and on its final norm's output
-    assert _hashes(train, params) == 2 + 2 + 2 * 2
+    # a stack's blocks and its dropout on its embeddings and on its final norm's output
+    assert _hashes(train, params) == 2
 
 
 def test_lora_branches_draw_their_input_masks_with_their_blocks_masks():
@@ -184,7 +212,7 @@ def test_lora_branches_draw_their_input_masks_with_their_blocks_masks():
     model = bert.BertModel(config, head=heads.HeadConfig(num_labels=2))
     params, _ = peft.apply(model.init(jax.random.key(0), ids)["params"], cfg)
     run = lambda p, det: model.apply({"params": p}, ids, deterministic=det, rngs=rngs).logits
-    assert _hashes(lambda p: run(p, False), params) == 3 + 2
+    assert _hashes(lambda p: run(p, False), params) == 1
     # The masks reach the branches: with B non-zero the branch's output moves with its
     # dropout, and each layer's query, value and both outputs draw their own masks.
     moved = jax.tree_util.tree_map_with_path(
@@ -222,7 +250,7 @@ def test_lora_branches_draw_their_input_masks_with_their_blocks_masks():
             {"params": p}, memory_ids, decoder_input_ids=ids, deterministic=False, rngs=rngs
         ).logits
     )
-    assert _hashes(train, params) == 2 + 2 + 2 * 2
+    assert _hashes(train, params) == 2
 
 
 def test_the_gpus_packed_bank_holds_the_same_masks(monkeypatch):
@@ -241,3 +269,36 @@ def test_the_gpus_packed_bank_holds_the_same_masks(monkeypatch):
     # The bytes pass the barrier as bytes: bools made before it were a copy of their own.
     (barrier,) = [line for line in jaxpr.splitlines() if "optimization_barrier" in line]
     assert "u8[" in barrier and "bool[" not in barrier
+
+
+def test_masks_cut_at_static_or_runtime_offsets_are_the_same():
+    # Runtime offsets (the default) pass the barrier, so XLA compiles each layer's mask readers
+    # once; static ones (a frozen backbone's) are folded into them. The masks are the same.
+    key = jax.random.key(6)
+    rates, shapes = (RATE, 0.5, RATE), [(3, 5, 7), (3, 2, 4, 4), (3, 9)]
+    runtime = dropout_lib.keep_masks(key, rates, shapes)
+    static = dropout_lib.keep_masks(key, rates, shapes, "static")
+    for a, b in zip(runtime, static, strict=True):
+        np.testing.assert_array_equal(a, b)
+    barrier_operands = lambda offsets: next(
+        len(e.invars)
+        for e in jax.make_jaxpr(lambda k: dropout_lib.keep_masks(k, rates, shapes, offsets))(
+            key
+        ).jaxpr.eqns
+        if e.primitive.name == "optimization_barrier"
+    )
+    assert barrier_operands("runtime") == 1 + 3 and barrier_operands("static") == 1
+    with pytest.raises(ValueError, match="dropout offsets"):
+        dropout_lib.keep_masks(key, rates, shapes, "constant")
+
+
+def test_only_an_undifferentiated_backbone_cuts_its_masks_at_static_offsets():
+    from jaxft import peft
+
+    cfg = peft.defaults()
+    picked = {}
+    for name in ("full", "frozen", "features", "lora", "frozen+lora", "bitfit"):
+        cfg.name = name
+        picked[name] = peft.model_options(cfg)["dropout_offsets"]
+    assert picked == {"full": "runtime", "frozen": "static", "features": "static",
+                      "lora": "runtime", "frozen+lora": "runtime", "bitfit": "runtime"}  # fmt: skip

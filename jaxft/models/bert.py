@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxft.models import heads as heads_lib
 from jaxft.models import layers as layers_lib
-from jaxft.models.dropout import Dropout, apply_mask, site_masks
+from jaxft.models.dropout import apply_mask, grouped_site_masks, site_masks
 from jaxft.models.layers import (
     Adapter,
     Dense,
@@ -61,6 +61,9 @@ class BertConfig:
     # Set by strategies, not read from Hugging Face configs:
     lora_dropout: float = 0.0  # dropout on the input of LoRA branches
     adapter_activation: str = "relu"  # nonlinearity inside bottleneck adapters
+    # How dropout masks are cut from the model's one bank (dropout.keep_masks): "runtime"
+    # (each layer's readers compile once), "static" (no copy: a frozen backbone's choice).
+    dropout_offsets: str = "runtime"
     # Speed options, set by the experiment (top-level config keys of the same names):
     attention: str = "auto"  # auto | explicit | fused | cudnn_dropout: layers.attention_kernel
     dropout_seed: int = 0  # the run's seed, for cuDNN's attention dropout (compile-time seeds)
@@ -95,7 +98,8 @@ def roberta_position_ids(input_ids: jax.Array, pad_token_id: int) -> jax.Array:
 
 
 class Embeddings(nn.Module):
-    """Word + position + token-type embeddings, LayerNorm, dropout.
+    """Word + position + token-type embeddings and LayerNorm (their dropout, the model applies
+    with its other masks).
 
     With a `prompt` leaf [n, hidden] (prompt tuning), its n learned vectors are put in front of
     the word embeddings; the caller has already lengthened the position, type and mask inputs.
@@ -105,7 +109,7 @@ class Embeddings(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, input_ids, token_type_ids, position_ids, deterministic):
+    def __call__(self, input_ids, token_type_ids, position_ids):
         c = self.config
         init = nn.initializers.normal(0.02)
         embed = lambda n, size: nn.Embed(size, c.hidden_size, embedding_init=init, name=n)
@@ -119,8 +123,7 @@ class Embeddings(nn.Module):
             + embed("position_embeddings", c.max_position_embeddings)(position_ids)
             + embed("token_type_embeddings", c.type_vocab_size)(token_type_ids)
         )
-        x = LayerNorm(c.layer_norm_eps, dtype=self.dtype, name="norm")(x)
-        return Dropout(c.hidden_dropout_prob)(x, deterministic=deterministic)
+        return LayerNorm(c.layer_norm_eps, dtype=self.dtype, name="norm")(x)
 
 
 class SelfAttention(nn.Module):
@@ -135,7 +138,7 @@ class SelfAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x, mask, deterministic, probs_keep=None, lora_keeps=None, queries=None):
-        """`probs_keep`: the attention probabilities' dropout mask, of `probs_mask_shape`;
+        """`probs_keep`: the attention probabilities' dropout mask (`layer_dropout_sites`);
         `lora_keeps`: {(projection,): its LoRA input's dropout mask}; `queries`: the rows that
         attend (default: every row of `x`; keys and values are always every row)."""
         c = self.config
@@ -172,28 +175,44 @@ class SelfAttention(nn.Module):
             context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
         return project("output", context.reshape(queries.shape[:2] + (c.hidden_size,)))
 
-    def probs_mask_shape(self, x, deterministic, queries=None) -> tuple | None:
-        """[batch, heads, queries, keys] of the dropout mask the explicit path applies to the
-        attention probabilities, None where nothing drops them or cuDNN's kernel does."""
-        c = self.config
-        rate = 0.0 if deterministic else c.attention_probs_dropout_prob
-        if rate <= 0.0 or self._kernel(rate, queries is not None) is not None:
-            return None
-        prefix = self.get_variable("params", "prefix_key").shape[0] if self._prefixed() else 0
-        rows = x.shape[1] if queries is None else queries.shape[1]
-        return (x.shape[0], c.num_attention_heads, rows, prefix + x.shape[1])
-
     def _prefixed(self) -> bool:
         return self.has_variable("params", "prefix_key")
 
     def _kernel(self, rate: float, pruned: bool = False) -> str | None:
-        """The fused kernel, if any; a layer whose queries are a few rows (`pruned`) keeps the
-        explicit path, a small one there."""
-        c = self.config
-        explicit_only = self._prefixed() or pruned
-        return attention_kernel(
-            c.attention, self.dtype, c.head_dim, rate > 0, explicit_only, c.scan_layers
-        )
+        return attention_kernel_for(self.config, self.dtype, rate, self._prefixed(), pruned)
+
+
+def attention_kernel_for(config, dtype, rate: float, prefixed: bool, pruned: bool) -> str | None:
+    """The fused kernel that runs a layer's attention, if any: none with learned prefixes, and
+    a layer whose queries are a few rows (`pruned`) keeps the explicit path, a small one there."""
+    c = config
+    return attention_kernel(
+        c.attention, dtype, c.head_dim, rate > 0, prefixed or pruned, c.scan_layers
+    )
+
+
+def layer_dropout_sites(config, dtype, params, x_shape, deterministic, rows=None) -> list:
+    """(rate, shape) of each dropout mask a `Layer` applies, in its order: the attention
+    probabilities' [batch, heads, queries, keys] (shape None where nothing or cuDNN's kernel
+    drops them), the attention output's, the feed-forward output's, then each LoRA branch's
+    input's (`lora_input_widths` order). `params`: the layer's; `rows`: as `Layer`."""
+    c = config
+    out = tuple(x_shape) if rows is None else (x_shape[0], rows, x_shape[-1])
+    prefix = params.get("attention", {}).get("prefix_key")
+    probs_rate = 0.0 if deterministic else c.attention_probs_dropout_prob
+    probs = None
+    if probs_rate > 0 and not attention_kernel_for(
+        c, dtype, probs_rate, prefix is not None, rows is not None
+    ):
+        keys = x_shape[1] + (0 if prefix is None else prefix.shape[0])
+        probs = (x_shape[0], c.num_attention_heads, out[1], keys)
+    reads_all_rows = {("attention", "key"), ("attention", "value")}
+    lora = [
+        (c.lora_dropout, (tuple(x_shape) if path in reads_all_rows else out)[:-1] + (width,))
+        for path, width in layers_lib.lora_input_widths(params).items()
+    ]
+    rate = c.hidden_dropout_prob
+    return [(c.attention_probs_dropout_prob, probs), (rate, out), (rate, out)] + lora
 
 
 class Layer(nn.Module):
@@ -208,9 +227,11 @@ class Layer(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, mask, deterministic, rows=None):
+    def __call__(self, x, mask, deterministic, rows=None, masks=None):
         """With `rows`, only the first `rows` positions attend and come out ([batch, rows,
-        hidden]); their keys and values are still every position's."""
+        hidden]); their keys and values are still every position's. `masks`: the dropout
+        masks of `layer_dropout_sites`, drawn by the model with all its others (one hash); the
+        layer draws its own without them (a scanned layer does, each trip)."""
         c = self.config
         queries = None if rows is None else x[:, :rows]
         norm = lambda n: LayerNorm(c.layer_norm_eps, dtype=self.dtype, name=n)
@@ -221,23 +242,14 @@ class Layer(nn.Module):
             else t
         )
         attention = SelfAttention(c, self.dtype, name="attention")
-        # The block's dropout masks come from one hash (dropout.site_masks): the attention
-        # probabilities', each residual branch's and each LoRA branch's input's.
         rate = c.hidden_dropout_prob
         out = x if queries is None else queries  # the rows that come out
-        lora = layers_lib.lora_input_widths(self)
-        reads_all_rows = {("attention", "key"), ("attention", "value")}
-        probs_shape = attention.probs_mask_shape(x, deterministic, queries)
-        probs_keep, attended_keep, output_keep, *lora_masks = site_masks(
-            self,
-            deterministic,
-            [(c.attention_probs_dropout_prob, probs_shape), (rate, out.shape), (rate, out.shape)]
-            + [
-                (c.lora_dropout, (x if path in reads_all_rows else out).shape[:-1] + (width,))
-                for path, width in lora.items()
-            ],
-        )
-        lora_keeps = dict(zip(lora, lora_masks, strict=True))
+        params = self.variables.get("params", {})
+        if masks is None:
+            sites = layer_dropout_sites(c, self.dtype, params, x.shape, deterministic, rows)
+            masks = site_masks(self, deterministic, sites, c.dropout_offsets)
+        probs_keep, attended_keep, output_keep, *lora_masks = masks
+        lora_keeps = dict(zip(layers_lib.lora_input_widths(params), lora_masks, strict=True))
         attended = attention(
             x, mask, deterministic, probs_keep, layers_lib.under(lora_keeps, "attention"), queries
         )
@@ -260,21 +272,49 @@ class Encoder(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, mask, deterministic, last_rows=None):
+    def __call__(self, x, mask, deterministic, last_rows=None, masks=None):
         """With `last_rows`, the last layer computes the first `last_rows` positions only (the
-        output is [batch, last_rows, hidden]), unless the layers are scanned."""
+        output is [batch, last_rows, hidden]), unless the layers are scanned. `masks`: each
+        layer's dropout masks (`dropout_sites`), or None for layers that draw their own."""
         c = self.config
         policy = remat_policy(c.remat)
-        names = [f"layer_{i}" for i in range(c.num_hidden_layers)]
-        if c.scan_layers and not self.is_initializing():
+        names = self._names()
+        if self._scanned():
             stacked = stack_layers([self.variables["params"][n] for n in names])
-            if stacked is not None:
-                return self._scan(x, mask, deterministic, stacked, policy)
+            return self._scan(x, mask, deterministic, stacked, policy)
         block = Layer if policy is None else nn.remat(Layer, policy=policy, static_argnums=(3, 4))
         for i, name in enumerate(names):
             rows = last_rows if i == len(names) - 1 else None
-            x = block(c, self.dtype, name=name)(x, mask, deterministic, rows)
+            keeps = None if masks is None else masks[i]
+            x = block(c, self.dtype, name=name)(x, mask, deterministic, rows, keeps)
         return x
+
+    def dropout_sites(self, x_shape, deterministic, last_rows=None) -> list[list] | None:
+        """Each layer's `layer_dropout_sites` for an input of `x_shape`, or None where the
+        layers are scanned: the loop body draws its masks on each trip."""
+        if self._scanned():
+            return None
+        params, names = self.variables.get("params", {}), self._names()
+        return [
+            layer_dropout_sites(
+                self.config,
+                self.dtype,
+                params.get(name, {}),
+                x_shape,
+                deterministic,
+                last_rows if i == len(names) - 1 else None,
+            )
+            for i, name in enumerate(names)
+        ]
+
+    def _names(self) -> list[str]:
+        return [f"layer_{i}" for i in range(self.config.num_hidden_layers)]
+
+    def _scanned(self) -> bool:
+        if not self.config.scan_layers or self.is_initializing():
+            return False
+        params = self.variables.get("params", {})
+        return same_layout([params[n] for n in self._names()])
 
     def _scan(self, x, mask, deterministic, stacked, policy):
         layer = Layer(self.config, self.dtype)  # unbound: applied with each layer's params
@@ -291,16 +331,21 @@ class Encoder(nn.Module):
         return jax.lax.scan(body, x, (stacked, keys))[0]
 
 
-def stack_layers(layers: list) -> Any:
-    """The layers' parameter trees stacked leaf by leaf, or None when they differ in structure,
-    shape or dtype (a strategy that touched some layers only): then the stack stays unrolled."""
+def same_layout(layers: list) -> bool:
+    """Whether the layers' parameter trees agree in structure, shapes and dtypes: stackable."""
 
     def signature(tree):
         leaves = jax.tree_util.tree_leaves(tree)
         return jax.tree_util.tree_structure(tree), [(x.shape, x.dtype) for x in leaves]
 
     first = signature(layers[0])
-    if any(signature(layer) != first for layer in layers[1:]):
+    return all(signature(layer) == first for layer in layers[1:])
+
+
+def stack_layers(layers: list) -> Any:
+    """The layers' parameter trees stacked leaf by leaf, or None when they differ in structure,
+    shape or dtype (a strategy that touched some layers only): then the stack stays unrolled."""
+    if not same_layout(layers):
         return None
     return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *layers)
 
@@ -360,11 +405,14 @@ class BertModel(nn.Module):
                 axis=1,
             )
 
-        x = Embeddings(c, self.dtype, name="embeddings")(
-            input_ids, token_type_ids, position_ids, deterministic
-        )
         last_rows = 1 if head_only and self._head_reads_first_position() else None
-        x = Encoder(c, self.dtype, name="encoder")(x, attention_mask, deterministic, last_rows)
+        encoder = Encoder(c, self.dtype, name="encoder")
+        embed_keep, layer_masks, head_keep = self._dropout_masks(
+            encoder, input_ids.shape[:1] + attention_mask.shape[1:], deterministic, last_rows
+        )
+        x = Embeddings(c, self.dtype, name="embeddings")(input_ids, token_type_ids, position_ids)
+        x = apply_mask(x, c.hidden_dropout_prob, embed_keep)
+        x = encoder(x, attention_mask, deterministic, last_rows, layer_masks)
         pooled = None
         if c.add_pooling_layer:
             pooled = jnp.tanh(Dense(c.hidden_size, dtype=self.dtype, name="pooler")(x[:, 0]))
@@ -372,10 +420,25 @@ class BertModel(nn.Module):
         logits = None
         if self.head is not None:
             features = heads_lib.pool(self.head, x, pooled, attention_mask)
-            logits = heads_lib.build(self.head, self.dtype, name="head")(features, deterministic)
+            head = heads_lib.build(self.head, self.dtype, name="head")
+            logits = head(features, deterministic, head_keep)
         return ModelOutput(
             last_hidden_state=x.astype(jnp.float32), pooler_output=pooled, logits=logits
         )
+
+    def _dropout_masks(self, encoder, ids_shape, deterministic, last_rows):
+        """The embeddings', each layer's and the head's dropout masks, drawn from one hash:
+        XLA's GPU compiler spends about half a second on every hash (its fusion and code),
+        whatever its size; one per block made 14 in a BERT-base train step, a quarter of its
+        compile (`benchmarks/gpu_hlo.py`). Layer masks None where the layers draw their own."""
+        c = self.config
+        x_shape = tuple(ids_shape) + (c.hidden_size,)
+        layers = encoder.dropout_sites(x_shape, deterministic, last_rows)
+        head = [] if self.head is None else [heads_lib.dropout_site(self.head, x_shape)]
+        groups = [[(c.hidden_dropout_prob, x_shape)], *(layers or []), head]
+        masks = grouped_site_masks(self, deterministic, groups, c.dropout_offsets)
+        embed_keep, head_keep = masks[0][0], (masks[-1] or [None])[0]
+        return embed_keep, (None if layers is None else masks[1:-1]), head_keep
 
     def _head_reads_first_position(self) -> bool:
         h = self.head

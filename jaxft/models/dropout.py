@@ -1,12 +1,13 @@
-"""Dropout: keep masks drawn 16 random bits per element from one threefry hash per block.
+"""Dropout: keep masks drawn 16 random bits per element from one threefry hash per model.
 
-A transformer block drops activations at several sites (attention probabilities, the attention
-output, the feed-forward output, T5's feed-forward inner activation). `site_masks` draws all of
-a block's masks from one key and one hash over a bank of words, then slices the bank into each
-site's mask. XLA's GPU compiler spends about 0.2 s on every hash it fuses (priority fusion and
-code generation of ~115 dependent integer ops, however large the mask): a hash per site made 38
-of them in a BERT-base train step, 40% of its compile time, where one per block makes 14
-(`benchmarks/gpu_hlo.py --phases`).
+A transformer drops activations at many sites (each block's attention probabilities, attention
+output, feed-forward output, T5's feed-forward inner activation, LoRA branch inputs; the
+embeddings and the head). A model draws all its masks from one key and one hash over a bank of
+words (`grouped_site_masks`; a T5 stack, or a scanned layer, its own), then cuts the bank into
+each site's mask. XLA's GPU compiler spends about half a second on every hash it fuses (priority
+fusion and code generation of ~115 dependent integer ops, however large the mask): a hash per
+site made 38 of them in a BERT-base train step, a hash per block 14; one per model compiles the
+step for an H100 in 14.7-16.0 s instead of 19.3-21.6 (`benchmarks/gpu_hlo.py --phases`).
 """
 
 import flax.linen as nn
@@ -33,28 +34,20 @@ def keep_scale(rate: float) -> float:
     return _DROP_LEVELS / (_DROP_LEVELS - drop_threshold(rate))
 
 
-def _position_counters(shape) -> jax.Array:
-    """uint32 [shape]: each position's row-major index, summed from per-axis iotas (no flat
-    iota to reshape), so a sharded array's counters are computed shard by shard."""
-    if np.prod(shape, dtype=np.int64) >= 2**32:
-        raise ValueError(f"a dropout mask bank of shape {shape} has 2^32 or more hash words")
-    strides = np.cumprod((tuple(shape[1:]) + (1,))[::-1])[::-1]
-    return sum(
-        jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)
-        for axis, stride in enumerate(strides)
-    )
-
-
 def _word_pairs(key, words) -> tuple[jax.Array, jax.Array]:
-    """Two uint32 [words] arrays of random bits: with a threefry key, the two outputs of one
-    threefry2x32 hash of each position's counter; with another key (rbg), `jax.random.bits`.
+    """Two uint32 [rows, columns] arrays of random bits: with a threefry key, the two outputs
+    of one threefry2x32 hash of each word's (row, column) counter pair; with another key (rbg),
+    `jax.random.bits`. A counter per axis from its own iota, so a batch-sharded bank is hashed
+    shard by shard and a row holds up to 2^32 words (a whole model's masks, one bank).
 
     `jax.random.bits` with a threefry key hashes once per element and keeps 32 of the 64 bits:
     on 2 CPU cores, dropout masks drawn that way took a fifth of a MiniLM train step."""
+    if words[1] >= 2**32:
+        raise ValueError(f"a dropout mask bank of {words[1]} words per row: at most 2^32 - 1")
     if threefry2x32_p is not None and str(jax.random.key_impl(key)) == "threefry2x32":
         k1, k2 = jax.random.key_data(key)
-        counters = _position_counters(words)
-        w1, w2 = threefry2x32_p.bind(k1, k2, jnp.zeros_like(counters), counters)
+        row, column = (jax.lax.broadcasted_iota(jnp.uint32, words, axis) for axis in (0, 1))
+        w1, w2 = threefry2x32_p.bind(k1, k2, row, column)
     else:
         w1, w2 = jax.random.bits(key, (2,) + words, jnp.uint32)
     return w1, w2
@@ -66,14 +59,20 @@ def _traced_for_gpu() -> bool:
     return layers.on_gpu()
 
 
-def keep_masks(key: jax.Array, rates, shapes) -> tuple[jax.Array, ...]:
+# How a mask is cut from its bank: at a runtime offset (XLA cannot fold it), or a static one.
+DROPOUT_OFFSETS = ("runtime", "static")
+
+
+def keep_masks(key: jax.Array, rates, shapes, offsets: str = "runtime") -> tuple[jax.Array, ...]:
     """bool masks of `shapes`, each element True with probability 1 - its site's rate (rounded
     to a multiple of 2^-16), all independent, from one hash of a threefry key (typed or raw
     uint32[2]) or an rbg key.
 
     The masks share their leading (batch) axis where they all have one of the same length, and
-    the bank of hash words is [batch, words per row]: site i takes the next ceil(n_i / 4) words
-    of every row (n_i its elements per row), so a batch-sharded bank is hashed shard by shard.
+    the bank of hash words is [batch, words per row]: each site takes ceil(n_i / 4) words of
+    every row (n_i its elements per row), so a batch-sharded bank is hashed shard by shard. The
+    sites lie in the bank grouped by rate, so the hashing kernel picks each word's threshold
+    with one compare per distinct rate, not per site (a whole model's masks are one bank).
     Each element is decided by 16 random bits, four elements by each pair of 32-bit words.
     """
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -83,14 +82,19 @@ def keep_masks(key: jax.Array, rates, shapes) -> tuple[jax.Array, ...]:
         raise ValueError(f"{len(rates)} dropout rates for {len(shapes)} mask shapes")
     batched = all(len(s) > 1 and s[0] == shapes[0][0] for s in shapes)
     rows = shapes[0][0] if batched else 1
-    sizes = [int(np.prod(s[1:] if batched else s, dtype=np.int64)) for s in shapes]
-    starts = np.cumsum([0] + [-(-n // 4) for n in sizes])  # in words
+    thresholds = [drop_threshold(r) for r in rates]
+    order = sorted(range(len(shapes)), key=lambda i: thresholds[i])  # stable: ties keep order
+    sizes = [int(np.prod(shapes[i][1:] if batched else shapes[i], dtype=np.int64)) for i in order]
+    starts = np.cumsum([0] + [-(-n // 4) for n in sizes])  # in words, in bank order
     w1, w2 = _word_pairs(key, (rows, int(starts[-1])))
-    threshold = jnp.uint32(drop_threshold(rates[-1]))
-    if len(set(drop_threshold(r) for r in rates)) > 1:  # per site, by word column
-        column = jax.lax.broadcasted_iota(jnp.int32, w1.shape, 1)
-        for start, rate in zip(starts[-2:0:-1], rates[-2::-1], strict=True):
-            threshold = jnp.where(column < int(start), jnp.uint32(drop_threshold(rate)), threshold)
+    threshold = jnp.uint32(thresholds[order[-1]])
+    column = None
+    for k in range(len(order) - 2, -1, -1):  # where the rate changes, from the bank's end
+        below = thresholds[order[k]]
+        if below != thresholds[order[k + 1]]:
+            if column is None:
+                column = jax.lax.broadcasted_iota(jnp.uint32, w1.shape, 1)
+            threshold = jnp.where(column < int(starts[k + 1]), jnp.uint32(below), threshold)
     kept = [lane >= threshold for lane in (w1 & 0xFFFF, w1 >> 16, w2 & 0xFFFF, w2 >> 16)]
     if _traced_for_gpu():
         # XLA's GPU compiler will not fuse the hash into a kernel that writes each word's four
@@ -112,17 +116,29 @@ def keep_masks(key: jax.Array, rates, shapes) -> tuple[jax.Array, ...]:
     # per element, and XLA's GPU Triton fusions take it, so the dropout, residual add and
     # LayerNorm after it become one kernel (BERT-base and T5-base default steps compiled for an
     # H100 move 12-18% fewer bytes than with the words, benchmarks/gpu_hlo.py).
-    bank = jax.lax.optimization_barrier(bank)
-    slices = (
-        bank[:, 4 * int(start) : 4 * int(start) + n]
-        for start, n in zip(starts[:-1], sizes, strict=True)
-    )
-    # Bytes compared slice by slice, so each reader's fusion compares its own: compared whole,
-    # the bank was written out again as bools (1.1 GB more).
-    return tuple(
-        (keep if keep.dtype == jnp.bool_ else keep != 0).reshape(shape)
-        for keep, shape in zip(slices, shapes, strict=True)
-    )
+    # With runtime `offsets`, each site's offset in the bank passes the barrier too, as a
+    # number XLA cannot fold: with static ones, every layer's reader of its mask (a Triton
+    # fusion of dropout, residual and LayerNorm, or of the attention softmax) was a kernel of
+    # its own, where the layers of a per-block bank shared one: 40 more Triton kernels
+    # compiled, 4-5 s more for BERT-base on an H100 (gpu_hlo.py --phases). With runtime
+    # offsets XLA copies the masks its Triton fusions read out of the bank in one kernel (2% more
+    # bytes in a BERT-base full step, 4% T5-base) and the layers' readers are one kernel again.
+    # A frozen backbone, whose forward pass is the whole step, takes static ones (14% fewer
+    # bytes, the compile 5.5 s longer); `peft.model_options` picks them.
+    if offsets not in DROPOUT_OFFSETS:
+        raise ValueError(f"unknown dropout offsets {offsets!r}; choose from {DROPOUT_OFFSETS}")
+    starts = [4 * int(start) for start in starts[:-1]]  # in elements
+    if offsets == "runtime":
+        bank, at = jax.lax.optimization_barrier((bank, [jnp.int32(s) for s in starts]))
+        cut = lambda k, n: jax.lax.dynamic_slice_in_dim(bank, at[k], n, axis=1)
+    else:
+        bank = jax.lax.optimization_barrier(bank)
+        cut = lambda k, n: bank[:, starts[k] : starts[k] + n]
+    masks = [None] * len(shapes)
+    for k, (i, n) in enumerate(zip(order, sizes, strict=True)):
+        keep = cut(k, n)
+        masks[i] = (keep if keep.dtype == jnp.bool_ else keep != 0).reshape(shapes[i])
+    return tuple(masks)
 
 
 def keep_mask(key: jax.Array, rate: float, shape: tuple) -> jax.Array:
@@ -147,7 +163,9 @@ def dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
     return apply_mask(x, rate, keep_mask(key, rate, x.shape) if rate > 0.0 else None)
 
 
-def site_masks(module: nn.Module, deterministic: bool, sites) -> list[jax.Array | None]:
+def site_masks(
+    module: nn.Module, deterministic: bool, sites, offsets: str = "runtime"
+) -> list[jax.Array | None]:
     """Keep masks for a block's dropout `sites`, (rate, shape) pairs, from one key of the
     module's "dropout" rng stream and one hash: None for a site that drops nothing (in
     deterministic mode, at rate 0, or with shape None: a site whose dropout a fused kernel
@@ -161,10 +179,22 @@ def site_masks(module: nn.Module, deterministic: bool, sites) -> list[jax.Array 
             masks[i] = jnp.zeros(shape, bool)
     if drawn:
         rng = module.make_rng("dropout")
-        picked = keep_masks(rng, [sites[i][0] for i in drawn], [sites[i][1] for i in drawn])
+        rates, shapes = [sites[i][0] for i in drawn], [sites[i][1] for i in drawn]
+        picked = keep_masks(rng, rates, shapes, offsets)
         for i, keep in zip(drawn, picked, strict=True):
             masks[i] = keep
     return masks
+
+
+def grouped_site_masks(
+    module: nn.Module, deterministic: bool, groups, offsets: str = "runtime"
+) -> list[list]:
+    """`site_masks` for several groups of sites (a model's blocks), all from one hash: the
+    masks of each group, as a list per group."""
+    sites = [site for group in groups for site in group]
+    flat = site_masks(module, deterministic, sites, offsets)
+    ends = np.cumsum([len(group) for group in groups])
+    return [flat[end - len(group) : end] for group, end in zip(groups, ends, strict=True)]
 
 
 class Dropout(nn.Module):

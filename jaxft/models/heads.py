@@ -11,7 +11,7 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxft.models.dropout import Dropout
+from jaxft.models.dropout import Dropout, apply_mask
 from jaxft.models.layers import Dense, Dtype
 
 HEAD_KINDS = ("classification", "token_classification", "question_answering")
@@ -54,6 +54,16 @@ def pool(config: HeadConfig, hidden, pooled, attention_mask):
     return pooled
 
 
+def dropout_site(config: HeadConfig, hidden_shape: tuple) -> tuple:
+    """(rate, shape) of the head's dropout mask over its input (`pool`'s output) for an encoder
+    output of `hidden_shape`, so the model draws it with its other masks (`dropout.site_masks`);
+    shape None for a head without dropout."""
+    if config.kind == "question_answering":
+        return (0.0, None)
+    per_token = config.kind == "token_classification"
+    return (config.dropout, hidden_shape if per_token else (hidden_shape[0], hidden_shape[-1]))
+
+
 class ClassificationHead(nn.Module):
     """dropout -> Dense(num_labels) over pooled features (BertForSequenceClassification) or over
     every token's hidden state (BertForTokenClassification): the same layers either way."""
@@ -62,8 +72,13 @@ class ClassificationHead(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, features, deterministic):
-        features = Dropout(self.config.dropout)(features, deterministic=deterministic)
+    def __call__(self, features, deterministic, keep=None):
+        """`keep`: the dropout mask, of `dropout_site`'s shape, drawn by the model; without it
+        the head draws its own."""
+        if keep is None:
+            features = Dropout(self.config.dropout)(features, deterministic=deterministic)
+        else:
+            features = apply_mask(features, self.config.dropout, keep)
         logits = Dense(self.config.num_labels, dtype=self.dtype, name="classifier")(features)
         return logits.astype(jnp.float32)
 
@@ -76,8 +91,8 @@ class SpanHead(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, hidden, deterministic):
-        del deterministic
+    def __call__(self, hidden, deterministic, keep=None):
+        del deterministic, keep
         return Dense(2, dtype=self.dtype, name="qa_outputs")(hidden).astype(jnp.float32)
 
 

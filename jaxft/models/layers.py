@@ -176,10 +176,10 @@ class Dense(nn.Module):
         return y
 
 
-def lora_input_widths(module: nn.Module) -> dict[tuple, int]:
-    """{path under `module`, e.g. ("attention", "query"): the input width} of every `Dense` in
-    the module's parameters that has a LoRA branch, so a block can draw their input dropout
-    masks with its own (one hash per block: `dropout.site_masks`)."""
+def lora_input_widths(params: dict) -> dict[tuple, int]:
+    """{path under a module's `params`, e.g. ("attention", "query"): the input width} of every
+    `Dense` there that has a LoRA branch, so the model can draw their input dropout masks with
+    its other masks (one hash: `dropout.site_masks`)."""
     found = {}
 
     def walk(tree, path):
@@ -189,7 +189,7 @@ def lora_input_widths(module: nn.Module) -> dict[tuple, int]:
             elif hasattr(leaf, "items"):
                 walk(leaf, path + (name,))
 
-    walk(module.variables.get("params", {}), ())
+    walk(params, ())
     return found
 
 

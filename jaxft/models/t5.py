@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from jaxft.models import heads as heads_lib
 from jaxft.models import layers as layers_lib
-from jaxft.models.dropout import Dropout, apply_mask, site_masks
+from jaxft.models.dropout import apply_mask, grouped_site_masks, site_masks
 from jaxft.models.layers import Dense, Dtype, activation
 
 MODEL_TYPES = ("t5",)
@@ -59,6 +59,7 @@ class T5Config:
     # Set by strategies, not read from Hugging Face configs:
     lora_dropout: float = 0.0
     adapter_activation: str = "relu"
+    dropout_offsets: str = "runtime"  # as BertConfig's
     # Set by the experiment: explicit (also what auto means for T5) | fused | cudnn_dropout, see
     # layers.attention_kernel; the run's seed, for cuDNN's attention dropout
     attention: str = "auto"
@@ -160,7 +161,7 @@ class Attention(nn.Module):
         probs_keep=None,
         lora_keeps=None,
     ):
-        """`probs_keep`: the attention probabilities' dropout mask, of `probs_mask_shape`;
+        """`probs_keep`: the attention probabilities' dropout mask (`block_dropout_sites`);
         `lora_keeps`: {(projection,): its LoRA input's dropout mask}."""
         c = self.config
         lora_keeps = lora_keeps or {}
@@ -227,22 +228,54 @@ class Attention(nn.Module):
             context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
         return project("o", context.reshape(x.shape[:2] + (c.inner_dim,)))
 
-    def probs_mask_shape(self, x, kv, masking: Masking, deterministic) -> tuple | None:
-        """[batch, heads, queries, keys] of the dropout mask the explicit path applies to the
-        attention probabilities of a training call, None where nothing drops them or cuDNN's
-        kernel does."""
-        rate = 0.0 if deterministic else self.config.dropout_rate
-        if rate <= 0.0 or self._kernel(rate, x.shape[1], kv.shape[1], masking, False):
-            return None
-        return (x.shape[0], self.config.num_heads, x.shape[1], kv.shape[1])
-
     def _kernel(self, rate, q_len, k_len, masking: Masking, decode) -> str | None:
-        c = self.config
-        option = "explicit" if c.attention == "auto" else c.attention  # cuDNN when asked for
-        # cuDNN trains with a bias only over even lengths
-        odd = bool(q_len % 2 or k_len % 2) and masking.position_bias is not None
-        explicit_only = decode or masking.lengths is None or odd
-        return layers_lib.attention_kernel(option, self.dtype, c.d_kv, rate > 0, explicit_only)
+        return attention_kernel_for(self.config, self.dtype, rate, q_len, k_len, masking, decode)
+
+
+def attention_kernel_for(config, dtype, rate, q_len, k_len, masking: Masking, decode):
+    """The fused kernel that runs an attention call, if any (cuDNN when asked for)."""
+    c = config
+    option = "explicit" if c.attention == "auto" else c.attention
+    # cuDNN trains with a bias only over even lengths
+    odd = bool(q_len % 2 or k_len % 2) and masking.position_bias is not None
+    explicit_only = decode or masking.lengths is None or odd
+    return layers_lib.attention_kernel(option, dtype, c.d_kv, rate > 0, explicit_only)
+
+
+def block_dropout_sites(
+    config, dtype, params, x_shape, self_masking, memory_shape, cross_masking, deterministic
+) -> list:
+    """(rate, shape) of each dropout mask a `Block` applies, in its order: the self-attention
+    probabilities' [batch, heads, queries, keys] (shape None where nothing or cuDNN's kernel
+    drops them), the feed-forward inner activation's, each residual branch's, in a decoder block
+    the cross-attention probabilities' and output's, then each LoRA branch's input's
+    (`lora_input_widths` order; cross-attention keys and values read the encoder's memory).
+    `params`: the block's; `memory_shape`/`cross_masking`: None in an encoder block."""
+    c = config
+    rate = c.dropout_rate
+
+    def probs(kv_shape, masking):
+        train_rate = 0.0 if deterministic else rate
+        if train_rate <= 0 or attention_kernel_for(
+            c, dtype, train_rate, x_shape[1], kv_shape[1], masking, False
+        ):
+            return None
+        return (x_shape[0], c.num_heads, x_shape[1], kv_shape[1])
+
+    shape = tuple(x_shape)
+    sites = [
+        (rate, probs(shape, self_masking)),
+        (rate, shape[:-1] + (c.d_ff,)),
+        (rate, shape),
+        (rate, shape),
+    ]
+    if memory_shape is not None:
+        sites += [(rate, probs(memory_shape, cross_masking)), (rate, shape)]
+    reads_memory = {("cross_attention", "k"), ("cross_attention", "v")}
+    return sites + [
+        (c.lora_dropout, tuple(memory_shape if path in reads_memory else shape)[:-1] + (width,))
+        for path, width in layers_lib.lora_input_widths(params).items()
+    ]
 
 
 class FeedForward(nn.Module):
@@ -279,35 +312,30 @@ class Block(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, self_masking, memory, cross_masking, deterministic, decode=False):
+    def __call__(
+        self, x, self_masking, memory, cross_masking, deterministic, decode=False, masks=None
+    ):
+        """`masks`: the dropout masks of `block_dropout_sites`, drawn by the stack with all
+        its others (one hash); the block draws its own without them."""
         c = self.config
         norm = lambda n: RMSNorm(c.layer_norm_epsilon, self.dtype, name=n)
         self_attention = Attention(c, self.dtype, name="self_attention")
         cross_attention = None
         if self.is_decoder:
             cross_attention = Attention(c, self.dtype, name="cross_attention")
-        # The block's dropout masks come from one hash (dropout.site_masks): the attention
-        # probabilities', the feed-forward inner activation's, each residual branch's and each
-        # LoRA branch's input's (cross-attention keys and values read the encoder's memory).
-        rate, shape = c.dropout_rate, x.shape
-        sites = [
-            (rate, self_attention.probs_mask_shape(x, x, self_masking, deterministic)),
-            (rate, shape[:-1] + (c.d_ff,)),
-            (rate, shape),
-            (rate, shape),
-        ]
-        if cross_attention is not None:
-            cross_shape = cross_attention.probs_mask_shape(x, memory, cross_masking, deterministic)
-            sites += [(rate, cross_shape), (rate, shape)]
-        lora = layers_lib.lora_input_widths(self)
-        reads_memory = {("cross_attention", "k"), ("cross_attention", "v")}
-        lora_sites = [
-            (c.lora_dropout, (memory if path in reads_memory else x).shape[:-1] + (width,))
-            for path, width in lora.items()
-        ]
-        masks = site_masks(self, deterministic, sites + lora_sites)
-        probs_keep, inner_keep, attended_keep, ff_keep, *cross_keep = masks[: len(sites)]
-        lora_keeps = dict(zip(lora, masks[len(sites) :], strict=True))
+        rate = c.dropout_rate
+        params = self.variables.get("params", {})
+        if masks is None:
+            memory_shape = None if cross_attention is None else memory.shape
+            sites = block_dropout_sites(
+                c, self.dtype, params, x.shape, self_masking, memory_shape, cross_masking,
+                deterministic,
+            )  # fmt: skip
+            masks = site_masks(self, deterministic, sites, c.dropout_offsets)
+        n_sites = 6 if cross_attention is not None else 4
+        probs_keep, inner_keep, attended_keep, ff_keep, *cross_keep = masks[:n_sites]
+        lora = layers_lib.lora_input_widths(params)
+        lora_keeps = dict(zip(lora, masks[n_sites:], strict=True))
         h = norm("self_attention_norm")(x)
         attended = self_attention(
             h,
@@ -396,14 +424,35 @@ class Stack(nn.Module):
         if memory is not None:
             cross_keep = memory_mask[:, None, None, :].astype(bool)
             cross_masking = Masking((mask_bias(cross_keep),), layers_lib.key_lengths(memory_mask))
-        drop = lambda t: Dropout(c.dropout_rate)(t, deterministic=deterministic)
-        x = drop(embedded.astype(self.dtype))
         layers = c.num_decoder_layers if self.is_decoder else c.num_layers
-        for i in range(layers):
-            x = Block(c, self.is_decoder, self.dtype, name=f"layer_{i}")(
-                x, self_masking, memory, cross_masking, deterministic, decode
+        names = [f"layer_{i}" for i in range(layers)]
+        # The embeddings', every block's and the final norm's dropout masks from one hash:
+        # XLA's GPU compiler spends about half a second on every hash, whatever its size.
+        rate, shape = c.dropout_rate, embedded.shape
+        params = self.variables.get("params", {})
+        block_sites = [
+            block_dropout_sites(
+                c,
+                self.dtype,
+                params.get(name, {}),
+                shape,
+                self_masking,
+                None if memory is None else memory.shape,
+                cross_masking,
+                deterministic,
+            )  # fmt: skip
+            for name in names
+        ]
+        embed_keep, *block_masks, final_keep = grouped_site_masks(
+            self, deterministic, [[(rate, shape)], *block_sites, [(rate, shape)]], c.dropout_offsets
+        )
+        x = apply_mask(embedded.astype(self.dtype), rate, embed_keep[0])
+        for name, masks in zip(names, block_masks, strict=True):
+            x = Block(c, self.is_decoder, self.dtype, name=name)(
+                x, self_masking, memory, cross_masking, deterministic, decode, masks
             )
-        return drop(RMSNorm(c.layer_norm_epsilon, self.dtype, name="final_norm")(x))
+        x = RMSNorm(c.layer_norm_epsilon, self.dtype, name="final_norm")(x)
+        return apply_mask(x, rate, final_keep[0])
 
 
 def shift_right(labels, start_id: int, pad_id: int):

@@ -120,6 +120,9 @@ def model_options(cfg) -> dict:
     return {
         "lora_dropout": float(cfg.lora.dropout) if "lora" in parts else 0.0,
         "adapter_activation": cfg.adapters.activation,
+        # A backbone that is not differentiated reads each dropout mask once, in a step that is
+        # its forward pass: masks cut at static offsets, without a copy (dropout.keep_masks).
+        "dropout_offsets": "static" if parts in (["frozen"], ["features"]) else "runtime",
     }
 
 
