@@ -29,13 +29,15 @@ ABLATIONS = {
     "nothing for the autotuner to compile)",
     "fusion_autotuner": "compiled with XLA's fusion autotuner on (XLA's default; jaxft turns it "
     "off on a GPU: each loop and reduction fusion compiled and timed with Triton too)",
+    "block_masks": "dropout masks from one hash per transformer block (and one each for the "
+    "embeddings and the head) cut at static offsets: the library before one hash per model",
     "plain_weight_grads": "on a CPU, weight gradients without the optimization barrier of "
     "layers.project (XLA fuses their operands' transposes into the kernels before them)",
 }
 # The ablations that change a T5 step too (scan, remat and attn_* are BERT options).
 T5_ABLATIONS = {"rbg", "float32", "autodiff_ops", "flax_dropout", "autotune0", "softmax_vjp",
                 "cudnn_dropout", "fusion_autotuner", "no_triton_gemm",
-                "plain_weight_grads"}  # fmt: skip
+                "plain_weight_grads", "block_masks"}  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -47,7 +49,8 @@ def flax_dropout(on: bool):
 
     from jaxft.models import dropout
 
-    def bernoulli_masks(key, rates, shapes):
+    def bernoulli_masks(key, rates, shapes, offsets="runtime"):
+        del offsets  # a mask per site: no bank to cut
         keys = jax.random.split(key, len(shapes))
         return tuple(
             jax.random.bernoulli(k, 1.0 - rate, shape)
@@ -61,6 +64,26 @@ def flax_dropout(on: bool):
         yield
     finally:
         dropout.keep_masks = saved
+
+
+@contextlib.contextmanager
+def block_masks(on: bool):
+    """While tracing, each group of dropout sites (a block's, the embeddings', the head's) drawn
+    from its own hash and cut from its bank at static offsets: the library before a model drew
+    all its masks from one bank."""
+    from jaxft.models import bert, dropout, t5
+
+    def per_group(module, deterministic, groups, offsets="runtime"):
+        del offsets  # a block's bank: each layer's readers are alike at static offsets
+        return [dropout.site_masks(module, deterministic, group, "static") for group in groups]
+
+    saved = bert.grouped_site_masks, t5.grouped_site_masks
+    if on:
+        bert.grouped_site_masks = t5.grouped_site_masks = per_group
+    try:
+        yield
+    finally:
+        bert.grouped_site_masks, t5.grouped_site_masks = saved
 
 
 @contextlib.contextmanager
@@ -194,6 +217,7 @@ def timed_compile(train_step, state, batch, variant: str):
         flax_dropout("flax_dropout" in on),
         softmax_vjp("softmax_vjp" in on),
         plain_weight_grads("plain_weight_grads" in on),
+        block_masks("block_masks" in on),
     ):
         lowered = jax.jit(train_step, donate_argnums=0).lower(state, batch)
     lower_s = time.perf_counter() - start

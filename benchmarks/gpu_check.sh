@@ -101,15 +101,16 @@ extra=(--strategies full,frozen --hf_strategies full,frozen --t5_last
 # own full step; never measured on a card yet); cuDNN's flash attention with cuDNN's dropout
 # masks (attention=cudnn_dropout), alone and with every matmul in cuBLAS (no_triton_gemm), then
 # no_triton_gemm alone: compiled for an H100 by XLA 0.11.2 on the 2-core machine the full step
-# took 18.7 s by default, 15.3 without Triton matmuls and 12.4 with both, which also moved the
-# fewest bytes (14.32 GB against 17.76), so these rows decide the compile-time target; then
-# cudnn_dropout for the frozen and LoRA steps; the full step with XLA's fusion autotuner back on
+# took 14.7-16.0 s by default and 9.9-11.8 with both, which also moved the fewest bytes (14.32 GB
+# against 18.11), so these rows decide the compile-time target; the full step with a dropout
+# bank per block (block_masks: the library before its one bank per model, 19.3-21.6 s there and
+# 2% fewer bytes); then cudnn_dropout for the frozen and LoRA steps; the full step with XLA's fusion autotuner back on
 # (XLA's default, off in jaxft on a GPU since 2026-11-27) and without any autotuning; the frozen
 # and full steps with cudnn_dropout and without XLA's merging of the Q, K and V matmuls
 # (no_dot_merger: each keeps its bias in its epilogue); T5 with cuDNN attention and dropout; then
 # T5 (--t5_last: a 2-minute row, its target met on the H100 of 2026-11-27). At the H100's row
 # times the budget ends around the fusion autotuner rows.
-GPU_ROWS=lora:default,cudnn_dropout,cudnn_dropout+no_triton_gemm,no_triton_gemm,frozen:cudnn_dropout,lora:cudnn_dropout,fusion_autotuner,autotune0,frozen:cudnn_dropout+no_dot_merger,cudnn_dropout+no_dot_merger,t5:cudnn_dropout
+GPU_ROWS=lora:default,cudnn_dropout,cudnn_dropout+no_triton_gemm,no_triton_gemm,block_masks,frozen:cudnn_dropout,lora:cudnn_dropout,fusion_autotuner,autotune0,frozen:cudnn_dropout+no_dot_merger,cudnn_dropout+no_dot_merger,t5:cudnn_dropout
 [[ "${ABLATIONS:-0}" == 1 ]] || extra+=(--ablations "$GPU_ROWS")
 if [[ -n "${JAXFT_XLA_FLAGS:-}" ]]; then
   if XLA_FLAGS="$JAXFT_XLA_FLAGS" "$PY" -c "import jax, jax.numpy as jnp; \

@@ -182,6 +182,7 @@ def test_gpu_check_plans_the_target_rows_first_then_its_ablations_in_order():
         ("bert", "full", "cudnn_dropout"),
         ("bert", "full", "cudnn_dropout+no_triton_gemm"),
         ("bert", "full", "no_triton_gemm"),
+        ("bert", "full", "block_masks"),
         ("bert", "frozen", "cudnn_dropout"),
         ("bert", "lora", "cudnn_dropout"),
         ("bert", "full", "fusion_autotuner"),
@@ -348,3 +349,23 @@ def test_alternate_times_variants_of_one_step_in_turn():
     assert all(r["ms"] > 0 and r["steps"] == 2 for r in results)
     with pytest.raises(SystemExit, match="two or more"):
         alternate.main(["--variants", "default"])
+
+
+def test_block_masks_draws_a_hash_per_block_cut_at_static_offsets_as_the_library_did():
+    from jaxft.models import bert, heads
+
+    config = bert.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3,
+                             num_attention_heads=2, intermediate_size=32)  # fmt: skip
+    model = bert.BertModel(config, head=heads.HeadConfig(num_labels=2))
+    ids = jnp.ones((2, 8), jnp.int32)
+    params = model.init(jax.random.key(0), ids)
+    rngs = {"dropout": jax.random.key(1)}
+    jaxpr = lambda: str(
+        jax.make_jaxpr(lambda p: model.apply(p, ids, deterministic=False, rngs=rngs).logits)(params)
+    )
+    assert jaxpr().count("threefry2x32") == 1 and "dynamic_slice" in jaxpr()
+    with ablations.block_masks(True):
+        blocks = jaxpr()
+    assert blocks.count("threefry2x32") == 3 + 2  # the layers, the embeddings, the head
+    assert "dynamic_slice" not in blocks
+    assert jaxpr().count("threefry2x32") == 1
