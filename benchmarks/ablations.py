@@ -29,8 +29,8 @@ ABLATIONS = {
     "nothing for the autotuner to compile)",
     "fusion_autotuner": "compiled with XLA's fusion autotuner on (XLA's default; jaxft turns it "
     "off on a GPU: each loop and reduction fusion compiled and timed with Triton too)",
-    "block_masks": "dropout masks from one hash per transformer block (and one each for the "
-    "embeddings and the head) cut at static offsets: the library before one hash per model",
+    "block_masks": "on a GPU, dropout masks from one hash per transformer block (and one each for "
+    "the embeddings and the head) cut at static offsets: the library before one hash per model",
     "plain_weight_grads": "on a CPU, weight gradients without the optimization barrier of "
     "layers.project (XLA fuses their operands' transposes into the kernels before them)",
 }

@@ -175,7 +175,7 @@ def _hashes(fn, *args) -> int:
     return str(jax.make_jaxpr(fn)(*args)).count("threefry2x32")
 
 
-def test_a_model_draws_all_its_masks_from_one_hash():
+def test_a_model_traced_for_a_gpu_draws_all_its_masks_from_one_hash(monkeypatch):
     # XLA's GPU compiler spends about half a second on every dropout hash it fuses, whatever its
     # size: one per site made 38 in a BERT-base train step, one per block 14 (gpu_hlo.py).
     ids = jnp.ones((2, 8), jnp.int32)
@@ -185,6 +185,10 @@ def test_a_model_draws_all_its_masks_from_one_hash():
     model = bert.BertModel(config, head=heads.HeadConfig(num_labels=2))
     params = model.init(jax.random.key(0), ids)
     train = lambda p: model.apply(p, ids, deterministic=False, rngs=rngs).logits
+    # on the CPU, a hash per block, the embeddings and the head (the CPU ran them faster)
+    assert _hashes(train, params) == 3 + 2
+    monkeypatch.setattr(layers, "on_gpu", lambda: True)
+    train = lambda p: model.apply(p, ids, deterministic=False, rngs=rngs).logits  # traced anew
     assert _hashes(train, params) == 1  # the layers, the embeddings and the head
     config = t5.T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=2,
                          num_decoder_layers=2, num_heads=2)  # fmt: skip
@@ -197,7 +201,7 @@ def test_a_model_draws_all_its_masks_from_one_hash():
     assert _hashes(train, params) == 2
 
 
-def test_lora_branches_draw_their_input_masks_with_their_blocks_masks():
+def test_lora_branches_draw_their_input_masks_with_their_blocks_masks(monkeypatch):
     # Each LoRA branch drew its own input dropout mask, one hash each: 24 more in BERT-base
     # with LoRA on query and value.
     from jaxft import peft
@@ -211,6 +215,7 @@ def test_lora_branches_draw_their_input_masks_with_their_blocks_masks():
                              **peft.model_options(cfg))  # fmt: skip
     model = bert.BertModel(config, head=heads.HeadConfig(num_labels=2))
     params, _ = peft.apply(model.init(jax.random.key(0), ids)["params"], cfg)
+    monkeypatch.setattr(layers, "on_gpu", lambda: True)  # one hash per model
     run = lambda p, det: model.apply({"params": p}, ids, deterministic=det, rngs=rngs).logits
     assert _hashes(lambda p: run(p, False), params) == 1
     # The masks reach the branches: with B non-zero the branch's output moves with its

@@ -1,13 +1,14 @@
-"""Dropout: keep masks drawn 16 random bits per element from one threefry hash per model.
+"""Dropout: keep masks drawn 16 random bits per element, four elements per threefry hash.
 
 A transformer drops activations at many sites (each block's attention probabilities, attention
 output, feed-forward output, T5's feed-forward inner activation, LoRA branch inputs; the
-embeddings and the head). A model draws all its masks from one key and one hash over a bank of
-words (`grouped_site_masks`; a T5 stack, or a scanned layer, its own), then cuts the bank into
-each site's mask. XLA's GPU compiler spends about half a second on every hash it fuses (priority
-fusion and code generation of ~115 dependent integer ops, however large the mask): a hash per
-site made 38 of them in a BERT-base train step, a hash per block 14; one per model compiles the
-step for an H100 in 14.7-16.0 s instead of 19.3-21.6 (`benchmarks/gpu_hlo.py --phases`).
+embeddings and the head). Traced for a GPU, a model draws all its masks from one key and one
+hash over a bank of words (`grouped_site_masks`; a T5 stack, or a scanned layer, its own), then
+cuts the bank into each site's mask; elsewhere each block draws its own. XLA's GPU compiler
+spends about half a second on every hash it fuses (priority fusion and code generation of ~115
+dependent integer ops, however large the mask): a hash per site made 38 of them in a BERT-base
+train step, a hash per block 14; one per model compiles the step for an H100 in 14.5-16.0 s
+instead of 19.3-21.6 (`benchmarks/gpu_hlo.py --phases`).
 """
 
 import flax.linen as nn
@@ -189,8 +190,15 @@ def site_masks(
 def grouped_site_masks(
     module: nn.Module, deterministic: bool, groups, offsets: str = "runtime"
 ) -> list[list]:
-    """`site_masks` for several groups of sites (a model's blocks), all from one hash: the
-    masks of each group, as a list per group."""
+    """`site_masks` for several groups of sites (a model's blocks), all from one hash when
+    traced for a GPU: the masks of each group, as a list per group.
+
+    Elsewhere each group draws from its own hash and cuts its bank at static offsets: on the
+    CPU that ran the frozen MiniLM step 3-6% and the T5 step 5% faster than one bank (each
+    block's masks are hashed next to their readers; `benchmarks/alternate.py --variants
+    default,block_masks` before this switch), and the one bank saves GPU compile time only."""
+    if not _traced_for_gpu():
+        return [site_masks(module, deterministic, group, "static") for group in groups]
     sites = [site for group in groups for site in group]
     flat = site_masks(module, deterministic, sites, offsets)
     ends = np.cumsum([len(group) for group in groups])
