@@ -76,6 +76,8 @@ def keep_masks(key: jax.Array, rates, shapes, offsets: str = "runtime") -> tuple
     with one compare per distinct rate, not per site (a whole model's masks are one bank).
     Each element is decided by 16 random bits, four elements by each pair of 32-bit words.
     """
+    if offsets not in DROPOUT_OFFSETS:
+        raise ValueError(f"unknown dropout offsets {offsets!r}; choose from {DROPOUT_OFFSETS}")
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.wrap_key_data(key)  # a raw uint32[2] key is a threefry key
     shapes = [tuple(s) for s in shapes]
@@ -125,9 +127,7 @@ def keep_masks(key: jax.Array, rates, shapes, offsets: str = "runtime") -> tuple
     # offsets XLA copies the masks its Triton fusions read out of the bank in one kernel (2% more
     # bytes in a BERT-base full step, 4% T5-base) and the layers' readers are one kernel again.
     # A frozen backbone, whose forward pass is the whole step, takes static ones (14% fewer
-    # bytes, the compile 5.5 s longer); `peft.model_options` picks them.
-    if offsets not in DROPOUT_OFFSETS:
-        raise ValueError(f"unknown dropout offsets {offsets!r}; choose from {DROPOUT_OFFSETS}")
+    # bytes, the compile about 6 s longer); `peft.model_options` picks them.
     starts = [4 * int(start) for start in starts[:-1]]  # in elements
     if offsets == "runtime":
         bank, at = jax.lax.optimization_barrier((bank, [jnp.int32(s) for s in starts]))
