@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from jaxft.models import heads as heads_lib
 from jaxft.models import layers as layers_lib
-from jaxft.models.dropout import apply_mask, grouped_site_masks, site_masks
+from jaxft.models.dropout import apply_mask, grouped_site_masks
 from jaxft.models.layers import Dense, Dtype, activation
 
 MODEL_TYPES = ("t5",)
@@ -312,11 +312,9 @@ class Block(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(
-        self, x, self_masking, memory, cross_masking, deterministic, decode=False, masks=None
-    ):
-        """`masks`: the dropout masks of `block_dropout_sites`, drawn by the stack with all
-        its others (one hash); the block draws its own without them."""
+    def __call__(self, x, self_masking, memory, cross_masking, deterministic, decode, masks):
+        """`masks`: the dropout masks of `block_dropout_sites`, which the stack draws for all
+        its blocks at once (one hash)."""
         c = self.config
         norm = lambda n: RMSNorm(c.layer_norm_epsilon, self.dtype, name=n)
         self_attention = Attention(c, self.dtype, name="self_attention")
@@ -324,17 +322,9 @@ class Block(nn.Module):
         if self.is_decoder:
             cross_attention = Attention(c, self.dtype, name="cross_attention")
         rate = c.dropout_rate
-        params = self.variables.get("params", {})
-        if masks is None:
-            memory_shape = None if cross_attention is None else memory.shape
-            sites = block_dropout_sites(
-                c, self.dtype, params, x.shape, self_masking, memory_shape, cross_masking,
-                deterministic,
-            )  # fmt: skip
-            masks = site_masks(self, deterministic, sites, c.dropout_offsets)
         n_sites = 6 if cross_attention is not None else 4
         probs_keep, inner_keep, attended_keep, ff_keep, *cross_keep = masks[:n_sites]
-        lora = layers_lib.lora_input_widths(params)
+        lora = layers_lib.lora_input_widths(self.variables.get("params", {}))
         lora_keeps = dict(zip(lora, masks[n_sites:], strict=True))
         h = norm("self_attention_norm")(x)
         attended = self_attention(
@@ -440,7 +430,7 @@ class Stack(nn.Module):
                 None if memory is None else memory.shape,
                 cross_masking,
                 deterministic,
-            )  # fmt: skip
+            )
             for name in names
         ]
         embed_keep, *block_masks, final_keep = grouped_site_masks(
