@@ -90,47 +90,47 @@ def block_masks(on: bool):
 def softmax_vjp(on: bool):
     """While tracing, attention probabilities by `attention_probs_vjp` (hand-written backward)
     instead of the library's `attention_probs` (JAX's autodiff of `jax.nn.softmax`)."""
-    from jaxft.models import layers
+    from jaxft.models import attention
 
-    saved = layers.attention_probs
+    saved = attention.attention_probs
     if on:
-        layers.attention_probs = layers.attention_probs_vjp
+        attention.attention_probs = attention.attention_probs_vjp
     try:
         yield
     finally:
-        layers.attention_probs = saved
+        attention.attention_probs = saved
 
 
 @contextlib.contextmanager
 def autodiff_ops(on: bool):
     """While tracing, the exact GELU, LayerNorm and T5's RMS norm as plain jnp differentiated by
     JAX: the library before their hand-written backward passes."""
-    from jaxft.models import layers
+    from jaxft.models import layers, norms
 
-    saved = layers.ACTIVATIONS["gelu"], layers.layer_norm, layers.rms_norm
+    saved = layers.ACTIVATIONS["gelu"], norms.layer_norm, norms.rms_norm
     if on:
         layers.ACTIVATIONS["gelu"] = jax_gelu
-        layers.layer_norm = layers.layer_norm_autodiff
-        layers.rms_norm = layers.rms_norm_autodiff
+        norms.layer_norm = norms.layer_norm_autodiff
+        norms.rms_norm = norms.rms_norm_autodiff
     try:
         yield
     finally:
-        layers.ACTIVATIONS["gelu"], layers.layer_norm, layers.rms_norm = saved
+        layers.ACTIVATIONS["gelu"], norms.layer_norm, norms.rms_norm = saved
 
 
 @contextlib.contextmanager
 def plain_weight_grads(on: bool):
     """While tracing, `layers.project` as on a GPU: a plain product, whose weight gradient XLA
     differentiates and fuses as it likes (the CPU library before its barrier)."""
-    from jaxft.models import layers
+    from jaxft.models import backend
 
-    saved = layers.on_cpu
+    saved = backend.on_cpu
     if on:
-        layers.on_cpu = lambda: False
+        backend.on_cpu = lambda: False
     try:
         yield
     finally:
-        layers.on_cpu = saved
+        backend.on_cpu = saved
 
 
 def jax_gelu(x):

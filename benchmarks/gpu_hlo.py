@@ -86,14 +86,14 @@ def compiler_version() -> str:
 @contextlib.contextmanager
 def traced_for_gpu():
     """While tracing, the model code takes its GPU paths (cuDNN attention) as on the card."""
-    from jaxft.models import layers
+    from jaxft.models import backend
 
-    saved = layers.on_gpu
-    layers.on_gpu = lambda: True
+    saved = backend.on_gpu
+    backend.on_gpu = lambda: True
     try:
         yield
     finally:
-        layers.on_gpu = saved
+        backend.on_gpu = saved
 
 
 def compile_row(

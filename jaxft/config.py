@@ -15,7 +15,8 @@ import ml_collections
 from jaxft import peft
 from jaxft.data import tasks
 from jaxft.errors import UserError, closest
-from jaxft.models.layers import ATTENTION_OPTIONS, REMAT_POLICIES
+from jaxft.models.attention import ATTENTION_OPTIONS
+from jaxft.models.layers import REMAT_POLICIES
 
 
 def defaults() -> ml_collections.ConfigDict:

@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from jaxft import peft
-from jaxft.models import bert, heads, layers, t5
+from jaxft.models import attention, bert, heads, t5
 from jaxft.train import state as state_lib
 from jaxft.train import step
 
@@ -141,36 +141,36 @@ def test_rbg_dropout_is_reproducible_and_draws_other_masks_than_threefry():
 def test_attention_kernel_choice():
     bf16 = jnp.bfloat16
     cudnn = "cudnn" if ON_GPU else None
-    assert layers.attention_kernel("explicit", bf16, 64, False) is None
-    assert layers.attention_kernel("auto", bf16, 64, True) is None  # dropout on: explicit
-    assert layers.attention_kernel("fused", bf16, 64, True) is None
-    assert layers.attention_kernel("fused", jnp.float32, 64, False) == "xla"
-    assert layers.attention_kernel("fused", bf16, 64, False) == ("cudnn" if ON_GPU else "xla")
-    assert layers.attention_kernel("auto", bf16, 64, False) == cudnn
-    assert layers.attention_kernel("auto", jnp.float32, 64, False) is None
+    assert attention.attention_kernel("explicit", bf16, 64, False) is None
+    assert attention.attention_kernel("auto", bf16, 64, True) is None  # dropout on: explicit
+    assert attention.attention_kernel("fused", bf16, 64, True) is None
+    assert attention.attention_kernel("fused", jnp.float32, 64, False) == "xla"
+    assert attention.attention_kernel("fused", bf16, 64, False) == ("cudnn" if ON_GPU else "xla")
+    assert attention.attention_kernel("auto", bf16, 64, False) == cudnn
+    assert attention.attention_kernel("auto", jnp.float32, 64, False) is None
     # cudnn_dropout: cuDNN with dropout on too, where cuDNN runs; jaxft's explicit path elsewhere
-    assert layers.attention_kernel("cudnn_dropout", bf16, 64, True) == cudnn
-    assert layers.attention_kernel("cudnn_dropout", bf16, 64, False) == cudnn
-    assert layers.attention_kernel("cudnn_dropout", jnp.float32, 64, True) is None
-    assert layers.attention_kernel("cudnn_dropout", bf16, 64, True, explicit_only=True) is None
+    assert attention.attention_kernel("cudnn_dropout", bf16, 64, True) == cudnn
+    assert attention.attention_kernel("cudnn_dropout", bf16, 64, False) == cudnn
+    assert attention.attention_kernel("cudnn_dropout", jnp.float32, 64, True) is None
+    assert attention.attention_kernel("cudnn_dropout", bf16, 64, True, explicit_only=True) is None
     # under lax.scan cuDNN's mask counter would pair a layer's backward with another's forward
-    assert layers.attention_kernel("cudnn_dropout", bf16, 64, True, scanned=True) is None
-    assert layers.attention_kernel("cudnn_dropout", bf16, 64, False, scanned=True) == cudnn
+    assert attention.attention_kernel("cudnn_dropout", bf16, 64, True, scanned=True) is None
+    assert attention.attention_kernel("cudnn_dropout", bf16, 64, False, scanned=True) == cudnn
     with pytest.raises(ValueError, match="unknown attention"):
-        layers.attention_kernel("flash", bf16, 64, False)
+        attention.attention_kernel("flash", bf16, 64, False)
 
 
 def test_fused_attention_refuses_dropout_outside_cudnn():
     q = jnp.ones((1, 4, 2, 8))
     with pytest.raises(ValueError, match="cuDNN only"):
-        layers.fused_attention(q, q, q, jnp.array([4]), "xla", dropout_rate=0.1)
+        attention.fused_attention(q, q, q, jnp.array([4]), "xla", dropout_rate=0.1)
 
 
 def test_call_seeds_differ_by_layer_and_by_run_seed():
-    seeds = {layers.call_seed(base, ("encoder", f"layer_{i}", "attention"))
+    seeds = {attention.call_seed(base, ("encoder", f"layer_{i}", "attention"))
              for base in (0, 1) for i in range(12)}  # fmt: skip
     assert len(seeds) == 24 and all(0 <= s < 2**31 for s in seeds)
-    assert layers.call_seed(0, ("a",)) == layers.call_seed(0, ("a",))
+    assert attention.call_seed(0, ("a",)) == attention.call_seed(0, ("a",))
 
 
 @pytest.mark.skipif(ON_GPU, reason="on a GPU cudnn_dropout runs cuDNN's own masks")
@@ -223,7 +223,7 @@ def _cudnn_dropout_attention(rate, seed=7, batch=2, length=64, heads=2):
 
     @jax.jit
     def probs_and_grad(v):
-        attend = lambda v: layers.fused_attention(q, k, v, lengths, "cudnn", rate, seed)
+        attend = lambda v: attention.fused_attention(q, k, v, lengths, "cudnn", rate, seed)
         out, vjp = jax.vjp(attend, v)
         return out, vjp(w)[0]
 

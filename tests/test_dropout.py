@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxft.models import bert, heads, layers, t5
+from jaxft.models import backend, bert, heads, layers, t5
 from jaxft.models import dropout as dropout_lib
 
 RATE = 0.1
@@ -187,7 +187,7 @@ def test_a_model_traced_for_a_gpu_draws_all_its_masks_from_one_hash(monkeypatch)
     train = lambda p: model.apply(p, ids, deterministic=False, rngs=rngs).logits
     # on the CPU, a hash per block, the embeddings and the head (the CPU ran them faster)
     assert _hashes(train, params) == 3 + 2
-    monkeypatch.setattr(layers, "on_gpu", lambda: True)
+    monkeypatch.setattr(backend, "on_gpu", lambda: True)
     train = lambda p: model.apply(p, ids, deterministic=False, rngs=rngs).logits  # traced anew
     assert _hashes(train, params) == 1  # the layers, the embeddings and the head
     config = t5.T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=2,
@@ -215,7 +215,7 @@ def test_lora_branches_draw_their_input_masks_with_their_blocks_masks(monkeypatc
                              **peft.model_options(cfg))  # fmt: skip
     model = bert.BertModel(config, head=heads.HeadConfig(num_labels=2))
     params, _ = peft.apply(model.init(jax.random.key(0), ids)["params"], cfg)
-    monkeypatch.setattr(layers, "on_gpu", lambda: True)  # one hash per model
+    monkeypatch.setattr(backend, "on_gpu", lambda: True)  # one hash per model
     run = lambda p, det: model.apply({"params": p}, ids, deterministic=det, rngs=rngs).logits
     assert _hashes(lambda p: run(p, False), params) == 1
     # The masks reach the branches: with B non-zero the branch's output moves with its
@@ -264,7 +264,7 @@ def test_the_gpus_packed_bank_holds_the_same_masks(monkeypatch):
     key = jax.random.key(4)
     rates, shapes = (RATE, 0.5), [(3, 5, 7), (3, 2, 4, 4)]
     stacked = dropout_lib.keep_masks(key, rates, shapes)
-    monkeypatch.setattr(layers, "on_gpu", lambda: True)
+    monkeypatch.setattr(backend, "on_gpu", lambda: True)
     packed = jax.jit(lambda k: dropout_lib.keep_masks(k, rates, shapes))(key)
     for a, b in zip(stacked, packed, strict=True):
         assert b.dtype == jnp.bool_

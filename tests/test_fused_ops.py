@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxft.models import attention, backend, layers, norms
 from jaxft.models import dropout as dropout_lib
-from jaxft.models import layers
 
 
 def _rel(a, b):
@@ -45,7 +45,7 @@ def test_gelu_exact_matches_autodiff(dtype):
 )
 @pytest.mark.parametrize("gpu", [False, True])  # the GPU's one-pass statistics, stacked sums
 def test_layer_norm_matches_autodiff(monkeypatch, x_dtype, param_dtype, out_dtype, gpu):
-    monkeypatch.setattr(layers, "on_gpu", lambda: gpu)
+    monkeypatch.setattr(backend, "on_gpu", lambda: gpu)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(1.0, 2.0, (3, 5, 48)), x_dtype)
     scale = jnp.asarray(rng.normal(1.0, 0.1, (48,)), param_dtype)
@@ -56,8 +56,8 @@ def test_layer_norm_matches_autodiff(monkeypatch, x_dtype, param_dtype, out_dtyp
         out, vjp = jax.vjp(lambda *a: fn(*a, 1e-12, jnp.dtype(out_dtype)), x, scale, bias)
         return out, vjp(cot)
 
-    out, grads = run(jax.jit(layers.layer_norm, static_argnums=(3, 4)))
-    ref, grads_ref = run(layers.layer_norm_autodiff)
+    out, grads = run(jax.jit(norms.layer_norm, static_argnums=(3, 4)))
+    ref, grads_ref = run(norms.layer_norm_autodiff)
     assert out.dtype == out_dtype
     assert [g.dtype for g in grads] == [x_dtype, param_dtype, param_dtype]
     tol = 2e-6 if x_dtype == jnp.float32 else 1e-2
@@ -77,8 +77,8 @@ def test_rms_norm_matches_autodiff(x_dtype):
         out, vjp = jax.vjp(lambda x, s: fn(x, s, 1e-6, jnp.dtype(x_dtype)), x, scale)
         return out, vjp(cot)
 
-    out, grads = run(jax.jit(layers.rms_norm, static_argnums=(2, 3)))
-    ref, grads_ref = run(layers.rms_norm_autodiff)
+    out, grads = run(jax.jit(norms.rms_norm, static_argnums=(2, 3)))
+    ref, grads_ref = run(norms.rms_norm_autodiff)
     assert out.dtype == x_dtype and [g.dtype for g in grads] == [x_dtype, jnp.float32]
     tol = 2e-6 if x_dtype == jnp.float32 else 1e-2
     assert _rel(out, ref) < tol
@@ -101,7 +101,7 @@ def test_layer_norm_keeps_its_row_statistics_for_the_backward_behind_a_barrier()
     # in float32 for the scale gradient to read back. Without differentiation (evaluation, a
     # frozen backbone) there is no barrier, so the norm stays one fused kernel.
     x, scale, bias = jnp.ones((2, 3, 8), jnp.bfloat16), jnp.ones(8), jnp.zeros(8)
-    fn = lambda x, s, b: layers.layer_norm(x, s, b, 1e-12, jnp.bfloat16)
+    fn = lambda x, s, b: norms.layer_norm(x, s, b, 1e-12, jnp.bfloat16)
     assert _barrier_operands(lambda *a: jax.vjp(fn, *a)[0], x, scale, bias) == [
         [((2, 3, 1), jnp.float32)] * 2
     ]
@@ -129,16 +129,16 @@ def test_layer_norm_differentiated_on_a_gpu_takes_its_sums_in_one_pass(monkeypat
     # then computes both in the kernel that writes x out); elsewhere, and undifferentiated, the
     # variance's sum reads x - mean, a second pass. Both match the autodiff reference with row
     # means two standard deviations from 0 (the real MiniLM's LayerNorm inputs: under 0.08).
-    monkeypatch.setattr(layers, "on_gpu", lambda: gpu)
+    monkeypatch.setattr(backend, "on_gpu", lambda: gpu)
     rng = np.random.default_rng(5)
     x = jnp.asarray(rng.normal(2.0, 1.0, (3, 5, 64)), jnp.float32)
     scale = jnp.asarray(rng.normal(1.0, 0.1, (64,)), jnp.float32)
     bias = jnp.asarray(rng.normal(0.0, 0.1, (64,)), jnp.float32)
     cot = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
-    fn = lambda x, s, b: layers.layer_norm(x, s, b, 1e-12, jnp.dtype(jnp.float32))
+    fn = lambda x, s, b: norms.layer_norm(x, s, b, 1e-12, jnp.dtype(jnp.float32))
     out, vjp = jax.vjp(fn, x, scale, bias)
     ref, vjp_ref = jax.vjp(
-        lambda *a: layers.layer_norm_autodiff(*a, 1e-12, jnp.float32), x, scale, bias
+        lambda *a: norms.layer_norm_autodiff(*a, 1e-12, jnp.float32), x, scale, bias
     )
     assert _rel(out, ref) < 2e-6
     for g, g_ref in zip(vjp(cot), vjp_ref(cot), strict=True):
@@ -160,9 +160,9 @@ def test_layer_norm_differentiated_on_a_gpu_takes_its_sums_in_one_pass(monkeypat
 @pytest.mark.parametrize("gpu", [False, True])
 def test_layer_norm_backward_on_a_gpu_sums_its_scale_and_bias_gradients_together(monkeypatch, gpu):
     # XLA's GPU compiler reads g once for both column sums only when they are one reduction.
-    monkeypatch.setattr(layers, "on_gpu", lambda: gpu)
+    monkeypatch.setattr(backend, "on_gpu", lambda: gpu)
     x, scale, bias = jnp.ones((2, 3, 8), jnp.bfloat16), jnp.ones(8), jnp.zeros(8)
-    fn = lambda x, s, b: layers.layer_norm(x, s, b, 1e-12, jnp.bfloat16)
+    fn = lambda x, s, b: norms.layer_norm(x, s, b, 1e-12, jnp.bfloat16)
     backward = lambda *a: jax.vjp(fn, *a)[1](jnp.ones((2, 3, 8), jnp.bfloat16))
     jaxpr = jax.make_jaxpr(backward)(x, scale, bias).jaxpr
     column_sums = [
@@ -179,7 +179,7 @@ def test_custom_backward_composes_with_remat_and_scan():
     scale, bias = jnp.ones((16,)), jnp.zeros((16,))
 
     def body(carry, xs):
-        y = layers.layer_norm(carry + xs, scale, bias, 1e-6, jnp.dtype(jnp.float32))
+        y = norms.layer_norm(carry + xs, scale, bias, 1e-6, jnp.dtype(jnp.float32))
         return layers.gelu_exact(y), None
 
     def loss(fn, x):
@@ -212,8 +212,9 @@ def test_attention_probs_vjp_matches_softmax_and_dropout_by_autodiff(dtype, rate
         out, vjp = jax.vjp(lambda s, b: fn(s, b, 0.125, rate, keep, dtype), scores, biases)
         return out, vjp(cot)
 
-    out, (d_scores, d_biases) = run(jax.jit(layers.attention_probs_vjp, static_argnums=(2, 3, 5)))
-    ref, (d_scores_ref, d_biases_ref) = run(layers.attention_probs)
+    probs_vjp = jax.jit(attention.attention_probs_vjp, static_argnums=(2, 3, 5))
+    out, (d_scores, d_biases) = run(probs_vjp)
+    ref, (d_scores_ref, d_biases_ref) = run(attention.attention_probs)
     assert out.dtype == dtype and d_scores.dtype == dtype
     assert [b.shape for b in d_biases] == [(1, 3, 5, 16), (2, 1, 1, 16)]
     tol = 2e-6 if dtype == jnp.float32 else 1e-2
@@ -226,7 +227,7 @@ def test_attention_probs_vjp_matches_softmax_and_dropout_by_autodiff(dtype, rate
         assert 0.1 < np.mean(np.asarray(out)[0] == 0) < 0.5
 
 
-@pytest.mark.parametrize("fn", [layers.attention_probs, layers.attention_probs_vjp])
+@pytest.mark.parametrize("fn", [attention.attention_probs, attention.attention_probs_vjp])
 def test_attention_probs_rows_with_every_key_masked_are_uniform_as_softmax(fn):
     scores = jnp.zeros((1, 1, 2, 4))
     bias = jnp.full((1, 1, 1, 4), jnp.finfo(jnp.float32).min)
@@ -235,7 +236,7 @@ def test_attention_probs_rows_with_every_key_masked_are_uniform_as_softmax(fn):
     assert np.all(np.isfinite(np.asarray(grad)))
 
 
-@pytest.mark.parametrize("fn", [layers.attention_probs, layers.attention_probs_vjp])
+@pytest.mark.parametrize("fn", [attention.attention_probs, attention.attention_probs_vjp])
 def test_attention_probs_rejects_a_bias_of_another_rank(fn):
     with pytest.raises(ValueError, match="ranks"):
         fn(jnp.zeros((1, 1, 2, 4)), (jnp.zeros((4,)),))
@@ -295,5 +296,5 @@ def test_project_takes_its_weight_gradient_behind_a_barrier_on_the_cpu_only(monk
     grads = lambda: lambda x, k: jax.grad(lambda x, k: jnp.sum(layers.project(x, k)), (0, 1))(x, k)
     kept = [((2, 3, 8), jnp.float32), ((2, 3, 5), jnp.float32)]  # x and g
     assert _barrier_operands(grads(), x, kernel) == [kept]
-    monkeypatch.setattr(layers, "on_gpu", lambda: True)
+    monkeypatch.setattr(backend, "on_gpu", lambda: True)
     assert _barrier_operands(grads(), x, kernel) == []

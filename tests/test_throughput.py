@@ -354,9 +354,9 @@ def test_alternate_times_variants_of_one_step_in_turn():
 def test_block_masks_draws_a_hash_per_block_cut_at_static_offsets_as_the_library_did(
     monkeypatch,
 ):
-    from jaxft.models import bert, heads, layers
+    from jaxft.models import backend, bert, heads
 
-    monkeypatch.setattr(layers, "on_gpu", lambda: True)  # where a model draws one bank
+    monkeypatch.setattr(backend, "on_gpu", lambda: True)  # where a model draws one bank
 
     config = bert.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3,
                              num_attention_heads=2, intermediate_size=32)  # fmt: skip

@@ -20,20 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxft.models import attention as attention_lib
 from jaxft.models import heads as heads_lib
 from jaxft.models import layers as layers_lib
+from jaxft.models.attention import attention_bias, attention_kernel, fused_attention
 from jaxft.models.dropout import apply_mask, grouped_site_masks, site_masks
-from jaxft.models.layers import (
-    Adapter,
-    Dense,
-    Dtype,
-    LayerNorm,
-    activation,
-    attention_bias,
-    attention_kernel,
-    fused_attention,
-    remat_policy,
-)
+from jaxft.models.layers import Adapter, Dense, Dtype, activation, remat_policy
+from jaxft.models.norms import LayerNorm
 from jaxft.models.outputs import ModelOutput
 
 # model_type values in config.json that this port reads, and the prefix their task checkpoints
@@ -65,7 +58,7 @@ class BertConfig:
     # (each layer's readers compile once), "static" (no copy: a frozen backbone's choice).
     dropout_offsets: str = "runtime"
     # Speed options, set by the experiment (top-level config keys of the same names):
-    attention: str = "auto"  # auto | explicit | fused | cudnn_dropout: layers.attention_kernel
+    attention: str = "auto"  # auto | explicit | fused | cudnn_dropout: attention.attention_kernel
     dropout_seed: int = 0  # the run's seed, for cuDNN's attention dropout (compile-time seeds)
     scan_layers: bool = False  # one compiled layer body applied by lax.scan
     remat: str = "none"  # none | full | dots: recompute layer activations in the backward pass
@@ -163,13 +156,13 @@ class SelfAttention(nn.Module):
         rate = 0.0 if deterministic else c.attention_probs_dropout_prob
         kernel = self._kernel(rate, pruned)
         if kernel is not None:
-            seed = layers_lib.call_seed(c.dropout_seed, self.scope.path)
-            context = fused_attention(q, k, v, layers_lib.key_lengths(mask), kernel, rate, seed)
+            seed = attention_lib.call_seed(c.dropout_seed, self.scope.path)
+            context = fused_attention(q, k, v, attention_lib.key_lengths(mask), kernel, rate, seed)
         else:
             bias = attention_bias(mask)  # learned prefixes, in front, are always attended to
             bias = jnp.pad(bias, [(0, 0)] * 3 + [(k.shape[1] - bias.shape[-1], 0)])
             scores = jnp.einsum("bqhd,bkhd->bhqk", q, k)
-            probs = layers_lib.attention_probs(
+            probs = attention_lib.attention_probs(
                 scores, (bias,), c.head_dim**-0.5, rate, probs_keep, self.dtype
             )
             context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxft.models import backend
+
 try:  # the threefry hash itself, for dropout's words; jax.random.bits where it is not exported
     from jax.extend.random import threefry2x32_p
 except ImportError:  # pragma: no cover
@@ -52,12 +54,6 @@ def _word_pairs(key, words) -> tuple[jax.Array, jax.Array]:
     else:
         w1, w2 = jax.random.bits(key, (2,) + words, jnp.uint32)
     return w1, w2
-
-
-def _traced_for_gpu() -> bool:
-    from jaxft.models import layers  # which imports this module
-
-    return layers.on_gpu()
 
 
 # How a mask is cut from its bank: at a runtime offset (XLA cannot fold it), or a static one.
@@ -99,7 +95,7 @@ def keep_masks(key: jax.Array, rates, shapes, offsets: str = "runtime") -> tuple
                 column = jax.lax.broadcasted_iota(jnp.uint32, w1.shape, 1)
             threshold = jnp.where(column < int(starts[k + 1]), jnp.uint32(below), threshold)
     kept = [lane >= threshold for lane in (w1 & 0xFFFF, w1 >> 16, w2 & 0xFFFF, w2 >> 16)]
-    if _traced_for_gpu():
+    if backend.on_gpu():
         # XLA's GPU compiler will not fuse the hash into a kernel that writes each word's four
         # decisions as four elements (every element would hash its word again), so the words
         # went out to memory and back, 2 bytes per element more than the mask. The decisions
@@ -197,7 +193,7 @@ def grouped_site_masks(
     CPU that ran the frozen MiniLM step 3-6% and the T5 step 5% faster than one bank (each
     block's masks are hashed next to their readers; `benchmarks/alternate.py --variants
     default,block_masks` before this switch), and the one bank saves GPU compile time only."""
-    if not _traced_for_gpu():
+    if not backend.on_gpu():
         return [site_masks(module, deterministic, group, "static") for group in groups]
     sites = [site for group in groups for site in group]
     flat = site_masks(module, deterministic, sites, offsets)

@@ -26,10 +26,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxft.models import attention as attention_lib
 from jaxft.models import heads as heads_lib
 from jaxft.models import layers as layers_lib
 from jaxft.models.dropout import apply_mask, grouped_site_masks
 from jaxft.models.layers import Dense, Dtype, activation
+from jaxft.models.norms import RMSNorm
 
 MODEL_TYPES = ("t5",)
 
@@ -61,7 +63,7 @@ class T5Config:
     adapter_activation: str = "relu"
     dropout_offsets: str = "runtime"  # as BertConfig's
     # Set by the experiment: explicit (also what auto means for T5) | fused | cudnn_dropout, see
-    # layers.attention_kernel; the run's seed, for cuDNN's attention dropout
+    # attention.attention_kernel; the run's seed, for cuDNN's attention dropout
     attention: str = "auto"
     dropout_seed: int = 0
 
@@ -124,18 +126,6 @@ class Masking(NamedTuple):
     lengths: jax.Array | None = None
     position_bias: jax.Array | None = None
     causal: bool = False
-
-
-class RMSNorm(nn.Module):
-    """x / rms(x) * scale, in float32 (T5's LayerNorm: no mean subtraction, no bias)."""
-
-    epsilon: float = 1e-6
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), jnp.float32)
-        return layers_lib.rms_norm(x, scale, self.epsilon, jnp.dtype(self.dtype))
 
 
 class Attention(nn.Module):
@@ -208,21 +198,21 @@ class Attention(nn.Module):
         rate = 0.0 if deterministic else c.dropout_rate
         kernel = self._kernel(rate, q.shape[1], k.shape[1], masking, decode)
         if kernel is not None:
-            context = layers_lib.fused_attention(
+            context = attention_lib.fused_attention(
                 q,
                 k,
                 v,
                 masking.lengths,
                 kernel,
                 rate,
-                layers_lib.call_seed(c.dropout_seed, self.scope.path),
+                attention_lib.call_seed(c.dropout_seed, self.scope.path),
                 bias=masking.position_bias,
                 causal=masking.causal,
                 scale=1.0,
             )
         else:
             scores = jnp.einsum("bqhd,bkhd->bhqk", q, k)
-            probs = layers_lib.attention_probs(
+            probs = attention_lib.attention_probs(
                 scores, masking.biases, 1.0, rate, probs_keep, self.dtype
             )
             context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
@@ -239,7 +229,7 @@ def attention_kernel_for(config, dtype, rate, q_len, k_len, masking: Masking, de
     # cuDNN trains with a bias only over even lengths
     odd = bool(q_len % 2 or k_len % 2) and masking.position_bias is not None
     explicit_only = decode or masking.lengths is None or odd
-    return layers_lib.attention_kernel(option, dtype, c.d_kv, rate > 0, explicit_only)
+    return attention_lib.attention_kernel(option, dtype, c.d_kv, rate > 0, explicit_only)
 
 
 def block_dropout_sites(
@@ -403,17 +393,18 @@ class Stack(nn.Module):
                 keep = keep & jnp.tril(jnp.ones((length, length), bool))[None, None]
         position_bias = jnp.transpose(table(bucket(rel)), (2, 0, 1))[None].astype(jnp.float32)
         # One bias for every layer: relative positions (first layer's table) plus the mask, as
-        # two addends (layers.attention_probs adds them to the scores).
+        # two addends (attention.attention_probs adds them to the scores).
         self_masking = Masking(
             (position_bias, mask_bias(keep)),
-            None if primed else layers_lib.key_lengths(mask),
+            None if primed else attention_lib.key_lengths(mask),
             position_bias,
             causal=self.is_decoder,
         )
         cross_masking = None
         if memory is not None:
             cross_keep = memory_mask[:, None, None, :].astype(bool)
-            cross_masking = Masking((mask_bias(cross_keep),), layers_lib.key_lengths(memory_mask))
+            cross_lengths = attention_lib.key_lengths(memory_mask)
+            cross_masking = Masking((mask_bias(cross_keep),), cross_lengths)
         layers = c.num_decoder_layers if self.is_decoder else c.num_layers
         names = [f"layer_{i}" for i in range(layers)]
         # The embeddings', every block's and the final norm's dropout masks from one hash:
