@@ -58,6 +58,32 @@ def test_dropout_keeps_the_expectation_and_its_gradient_is_the_mask():
     assert dropout_lib.dropout(x.astype(jnp.bfloat16), RATE, key).dtype == jnp.bfloat16
 
 
+def test_bf16_activations_are_scaled_in_float32_and_rounded_once():
+    # The scale rounded to bf16 first (1.109375 for 1/0.9) shrank every kept bf16 activation by
+    # 0.16%; scaled in float32 and rounded per element, the kept values keep their expectation.
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(0.5, 4.0, (256, 512)), jnp.bfloat16)
+    keep = jnp.ones(x.shape, bool)
+    out = dropout_lib.apply_mask(x, RATE, keep)
+    assert out.dtype == jnp.bfloat16
+    exact = np.asarray(x, np.float32) * dropout_lib.keep_scale(RATE)
+    ratio = float(np.asarray(out, np.float32).sum() / exact.sum())
+    assert abs(ratio - 1.0) < 2e-4, ratio
+    # each element is the float32 product rounded once
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(jnp.asarray(exact, jnp.bfloat16)))
+
+
+def test_runtime_offsets_past_int32_fall_back_to_static_slices():
+    # A row of 2^31 mask elements or more cannot be cut at int32 offsets; the bank then cuts
+    # at static ones (the same masks) instead of overflowing.
+    shapes = [(1, 2**31), (1, 8)]
+    masks = jax.eval_shape(
+        lambda key: dropout_lib.keep_masks(key, (RATE, RATE), shapes, "runtime"),
+        jax.random.key(0),
+    )
+    assert [m.shape for m in masks] == shapes and all(m.dtype == jnp.bool_ for m in masks)
+
+
 def test_rates_zero_and_one_and_deterministic_mode():
     x = jnp.arange(12.0).reshape(3, 4)
     key = jax.random.key(0)

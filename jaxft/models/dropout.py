@@ -41,7 +41,7 @@ def _word_pairs(key, words) -> tuple[jax.Array, jax.Array]:
     """Two uint32 [rows, columns] arrays of random bits: with a threefry key, the two outputs
     of one threefry2x32 hash of each word's (row, column) counter pair; with another key (rbg),
     `jax.random.bits`. A counter per axis from its own iota, so a batch-sharded bank is hashed
-    shard by shard and a row holds up to 2^32 words (a whole model's masks, one bank).
+    shard by shard and a row holds up to 2^32 - 1 words (a whole model's masks, one bank).
 
     `jax.random.bits` with a threefry key hashes once per element and keeps 32 of the 64 bits:
     on 2 CPU cores, dropout masks drawn that way took a fifth of a MiniLM train step."""
@@ -77,15 +77,18 @@ def keep_masks(key: jax.Array, rates, shapes, offsets: str = "runtime") -> tuple
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.wrap_key_data(key)  # a raw uint32[2] key is a threefry key
     shapes = [tuple(s) for s in shapes]
-    if len(rates) != len(shapes) or not shapes:
-        raise ValueError(f"{len(rates)} dropout rates for {len(shapes)} mask shapes")
+    if not shapes:
+        raise ValueError("keep_masks needs at least one mask shape (none were given)")
+    if len(rates) != len(shapes):
+        raise ValueError(f"{len(rates)} dropout rates for {len(shapes)} mask shapes: one each")
     batched = all(len(s) > 1 and s[0] == shapes[0][0] for s in shapes)
     rows = shapes[0][0] if batched else 1
     thresholds = [drop_threshold(r) for r in rates]
     order = sorted(range(len(shapes)), key=lambda i: thresholds[i])  # stable: ties keep order
     sizes = [int(np.prod(shapes[i][1:] if batched else shapes[i], dtype=np.int64)) for i in order]
     starts = np.cumsum([0] + [-(-n // 4) for n in sizes])  # in words, in bank order
-    w1, w2 = _word_pairs(key, (rows, int(starts[-1])))
+    words_per_row = int(starts[-1])
+    w1, w2 = _word_pairs(key, (rows, words_per_row))
     threshold = jnp.uint32(thresholds[order[-1]])
     column = None
     for k in range(len(order) - 2, -1, -1):  # where the rate changes, from the bank's end
@@ -125,6 +128,10 @@ def keep_masks(key: jax.Array, rates, shapes, offsets: str = "runtime") -> tuple
     # A frozen backbone, whose forward pass is the whole step, takes static ones (14% fewer
     # bytes, the compile about 6 s longer); `peft.model_options` picks them.
     starts = [4 * int(start) for start in starts[:-1]]  # in elements
+    if offsets == "runtime" and 4 * int(words_per_row) >= 2**31:
+        # int32 offsets (JAX without x64) cannot reach that far into a row; static slices
+        # can, and cut the same masks.
+        offsets = "static"
     if offsets == "runtime":
         bank, at = jax.lax.optimization_barrier((bank, [jnp.int32(s) for s in starts]))
         cut = lambda k, n: jax.lax.dynamic_slice_in_dim(bank, at[k], n, axis=1)
@@ -150,7 +157,10 @@ def apply_mask(x: jax.Array, rate: float, keep: jax.Array | None) -> jax.Array:
         return x
     if rate >= 1.0:
         return jnp.zeros_like(x)
-    return jnp.where(keep, x * jnp.asarray(keep_scale(rate), x.dtype), jnp.zeros((), x.dtype))
+    # Scaled in float32 and rounded once per element, as PyTorch's dropout does: the scale
+    # itself rounded to bf16 (1.109375 for 1/0.9) shrank every kept bf16 activation by 0.16%.
+    scaled = (x.astype(jnp.float32) * keep_scale(rate)).astype(x.dtype)
+    return jnp.where(keep, scaled, jnp.zeros((), x.dtype))
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:

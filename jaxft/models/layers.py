@@ -168,7 +168,9 @@ class Dense(nn.Module):
             h = jnp.dot(
                 jnp.dot(h, lora_a.astype(self.dtype)), self._leaf("lora_b").astype(self.dtype)
             )
-            y = y + h * self._leaf("lora_scale").astype(self.dtype)
+            # scaled in float32 and rounded once, as PEFT's `* scaling` under autocast
+            scale = self._leaf("lora_scale").astype(jnp.float32)
+            y = y + (h.astype(jnp.float32) * scale).astype(self.dtype)
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
             y = y + rows_of(bias, y.shape, self.dtype)
@@ -180,7 +182,7 @@ class Dense(nn.Module):
 def lora_input_widths(params: dict) -> dict[tuple, int]:
     """{path under a module's `params`, e.g. ("attention", "query"): the input width} of every
     `Dense` there that has a LoRA branch, so the model can draw their input dropout masks with
-    its other masks (one hash: `dropout.site_masks`)."""
+    its other masks (`dropout.grouped_site_masks`)."""
     found = {}
 
     def walk(tree, path):
