@@ -33,7 +33,11 @@ def attention_probs(scores, biases, scale=1.0, rate=0.0, keep=None, dtype=None) 
 
 def _check_biases(scores, biases):
     if any(b.ndim != scores.ndim for b in biases):
-        raise ValueError(f"biases of ranks {[b.ndim for b in biases]} for scores {scores.shape}")
+        raise ValueError(
+            f"attention biases of ranks {[b.ndim for b in biases]} for scores of shape "
+            f"{scores.shape}: each bias needs the scores' rank {scores.ndim}, broadcastable to "
+            "them, e.g. [batch, 1, 1, keys] for a padding mask"
+        )
 
 
 def attention_probs_vjp(scores, biases, scale=1.0, rate=0.0, keep=None, dtype=None) -> jax.Array:

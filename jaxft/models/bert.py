@@ -23,7 +23,6 @@ import numpy as np
 from jaxft.models import attention as attention_lib
 from jaxft.models import heads as heads_lib
 from jaxft.models import layers as layers_lib
-from jaxft.models.attention import attention_bias, attention_kernel, fused_attention
 from jaxft.models.dropout import apply_mask, grouped_site_masks, site_masks
 from jaxft.models.layers import Adapter, Dense, Dtype, activation, remat_policy
 from jaxft.models.norms import LayerNorm
@@ -157,9 +156,12 @@ class SelfAttention(nn.Module):
         kernel = self._kernel(rate, pruned)
         if kernel is not None:
             seed = attention_lib.call_seed(c.dropout_seed, self.scope.path)
-            context = fused_attention(q, k, v, attention_lib.key_lengths(mask), kernel, rate, seed)
+            lengths = attention_lib.key_lengths(mask)
+            context = attention_lib.fused_attention(q, k, v, lengths, kernel, rate, seed)
         else:
-            bias = attention_bias(mask)  # learned prefixes, in front, are always attended to
+            bias = attention_lib.attention_bias(
+                mask
+            )  # learned prefixes, in front, are always attended to
             bias = jnp.pad(bias, [(0, 0)] * 3 + [(k.shape[1] - bias.shape[-1], 0)])
             scores = jnp.einsum("bqhd,bkhd->bhqk", q, k)
             probs = attention_lib.attention_probs(
@@ -179,7 +181,7 @@ def attention_kernel_for(config, dtype, rate: float, prefixed: bool, pruned: boo
     """The fused kernel that runs a layer's attention, if any: none with learned prefixes, and
     a layer whose queries are a few rows (`pruned`) keeps the explicit path, a small one there."""
     c = config
-    return attention_kernel(
+    return attention_lib.attention_kernel(
         c.attention, dtype, c.head_dim, rate > 0, prefixed or pruned, c.scan_layers
     )
 
@@ -223,8 +225,9 @@ class Layer(nn.Module):
     def __call__(self, x, mask, deterministic, rows=None, masks=None):
         """With `rows`, only the first `rows` positions attend and come out ([batch, rows,
         hidden]); their keys and values are still every position's. `masks`: the dropout
-        masks of `layer_dropout_sites`, drawn by the model with all its others (one hash); the
-        layer draws its own without them (a scanned layer does, each trip)."""
+        masks of `layer_dropout_sites`, drawn by the model with all its others (one hash on a GPU,
+        one per block elsewhere); the layer draws its own without them (a scanned layer does,
+        each trip)."""
         c = self.config
         queries = None if rows is None else x[:, :rows]
         norm = lambda n: LayerNorm(c.layer_norm_eps, dtype=self.dtype, name=n)
@@ -420,7 +423,7 @@ class BertModel(nn.Module):
         )
 
     def _dropout_masks(self, encoder, ids_shape, deterministic, last_rows):
-        """The embeddings', each layer's and the head's dropout masks, drawn from one hash:
+        """The embeddings', each layer's and the head's dropout masks, from one hash on a GPU:
         XLA's GPU compiler spends about half a second on every hash (its fusion and code),
         whatever its size; one per block made 14 in a BERT-base train step, a quarter of its
         compile (`benchmarks/gpu_hlo.py`). Layer masks None where the layers draw their own."""

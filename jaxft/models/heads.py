@@ -1,9 +1,10 @@
-"""Task heads on top of an encoder: sequence classification and regression, and token
-classification (a label per token, for NER).
+"""Task heads on top of an encoder: sequence classification and regression, token
+classification (a label per token, for NER) and extractive question answering (a start and an
+end logit per token).
 
 A head sees the encoder's last hidden state, its pooler output and the attention mask, and
-returns float32 logits: [batch, num_labels], or [batch, tokens, num_labels] per token. Its
-parameters live under `head/` so strategies can select them.
+returns float32 logits: [batch, num_labels], [batch, tokens, num_labels] per token, or
+[batch, tokens, 2] for spans. Its parameters live under `head/` so strategies can select them.
 """
 
 import dataclasses
@@ -104,7 +105,8 @@ def build(config: HeadConfig, dtype, name: str) -> nn.Module:
 
 def hf_name_map(config: HeadConfig) -> dict[str, tuple[str, str]]:
     """Head paths -> keys in a Hugging Face *ForSequenceClassification or
-    *ForTokenClassification checkpoint (both name the layer `classifier`)."""
+    *ForTokenClassification checkpoint (both name the layer `classifier`), or a
+    *ForQuestionAnswering one (`qa_outputs`)."""
     layer = "qa_outputs" if config.kind == "question_answering" else "classifier"
     return {
         f"head/{layer}/kernel": (f"{layer}.weight", "linear"),

@@ -23,7 +23,8 @@ def read_config(model_dir: Path) -> dict:
 
 
 def read_state(model_dir: Path) -> dict[str, np.ndarray]:
-    """All tensors of a checkpoint folder as float32/int numpy arrays, keyed by HF name."""
+    """All tensors of a checkpoint folder as numpy arrays in their stored dtypes, keyed by HF
+    name (`load_params` casts them to the parameters' dtype)."""
     from safetensors.numpy import load_file
 
     single = model_dir / "model.safetensors"

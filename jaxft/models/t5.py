@@ -304,7 +304,7 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x, self_masking, memory, cross_masking, deterministic, decode, masks):
         """`masks`: the dropout masks of `block_dropout_sites`, which the stack draws for all
-        its blocks at once (one hash)."""
+        its blocks at once (one hash on a GPU)."""
         c = self.config
         norm = lambda n: RMSNorm(c.layer_norm_epsilon, self.dtype, name=n)
         self_attention = Attention(c, self.dtype, name="self_attention")
@@ -407,7 +407,8 @@ class Stack(nn.Module):
             cross_masking = Masking((mask_bias(cross_keep),), cross_lengths)
         layers = c.num_decoder_layers if self.is_decoder else c.num_layers
         names = [f"layer_{i}" for i in range(layers)]
-        # The embeddings', every block's and the final norm's dropout masks from one hash:
+        # The embeddings', every block's and the final norm's dropout masks from one hash on a
+        # GPU (one per block elsewhere):
         # XLA's GPU compiler spends about half a second on every hash, whatever its size.
         rate, shape = c.dropout_rate, embedded.shape
         params = self.variables.get("params", {})
