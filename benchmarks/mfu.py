@@ -14,7 +14,10 @@ heads are not counted.
 """
 
 # Dense peak FLOP/s per device kind (vendor datasheets, no sparsity), by compute dtype.
+# Matched in order against the device kind: the PCIe and NVL H100s before the SXM one.
 PEAKS = {
+    "H100 PCIe": {"bfloat16": 756e12, "float32": 378e12},
+    "H100 NVL": {"bfloat16": 835e12, "float32": 418e12},
     "H100": {"bfloat16": 989e12, "float32": 494e12},  # SXM; fp32 matmuls run as TF32
     "H200": {"bfloat16": 989e12, "float32": 494e12},
     "A100": {"bfloat16": 312e12, "float32": 156e12},
@@ -53,6 +56,8 @@ def model_flops(
             branch += 2 * batch * 2 * (2 * d * adapter_size)  # the last layer's [CLS] only
             unneeded = 4 * 2 * tokens * d * d + 2 * 4 * tokens * seq * d
     else:
+        if strategy != "full":
+            raise ValueError(f"T5 FLOPs are counted for full fine-tuning only, not {strategy!r}")
         batch, source, target = dims
         d, f, inner = shape["d_model"], shape["d_ff"], shape["num_heads"] * shape["d_kv"]
         enc_layers, dec_layers = shape["num_layers"], shape["num_decoder_layers"]
@@ -77,6 +82,3 @@ def peak_flops(device_kind: str, dtype: str, override_tflops: float) -> float | 
         if name in device_kind:
             return peaks[dtype if dtype in peaks else "bfloat16"]
     return None
-
-
-# --- jaxft rows ------------------------------------------------------------------------------

@@ -302,6 +302,7 @@ def jaxft_row(row: Row, shape: dict, steps: int, warmup: int, peak, hlo_dir: str
         (Path(hlo_dir) / name).write_bytes(gzip.compress(compiled.as_text().encode()))
     row.xla_flops = xla_flops(compiled)
     row.memory_gb = plan_bytes(compiled) / 1e9
+    metrics = None  # --warmup 0: nothing run yet
     for _ in range(warmup):
         state, metrics = compiled(state, batch)
     jax.block_until_ready((state, metrics))
@@ -376,29 +377,36 @@ def plan(args) -> list[Row]:
         if strategy != "adapters" and (arch == "t5" or strategy in hf_strategies):
             rows.append(Row("hf", arch, strategy, "eager", shape, dims, dtype))
 
+    items = [a for a in variants.split(",") if a]
+    t5_placed = "t5:default" in items  # the T5 rows go where the list puts them
     bert_strategies = strategies if "bert" in args.only else []
     t5_after = len(bert_strategies) if args.t5_last else 2
     for s in bert_strategies[:t5_after]:
         pair("bert", s, bert_dims)
-    if "t5" in args.only and not args.t5_last:  # after the first two BERT rows: a target too
+    if "t5" in args.only and not (args.t5_last or t5_placed):  # a target too: early
         pair("t5", "full", t5_dims)
     for s in bert_strategies[t5_after:]:
         pair("bert", s, bert_dims)
     if "bert" in args.only and "full" in strategies and args.torch_compile:
         rows.append(Row("hf", "bert", "full", "compile", shape, bert_dims, dtype))
-    for item in (a for a in variants.split(",") if a):
+    for item in items:
         # "frozen:scan": the frozen row, scanned; "lora:default": the LoRA row, placed here;
-        # "t5:softmax_vjp": the T5 full row, ablated
+        # "t5:softmax_vjp": the T5 full row, ablated; "t5:default": the T5 rows (jaxft and HF)
+        # placed here instead of after the first two BERT rows or last;
         # "scan+cudnn_dropout": both
         strategy, _, a = item.rpartition(":")
         arch = "t5" if strategy == "t5" else "bert"
+        if item == "t5:default":
+            if "t5" in args.only:
+                pair("t5", "full", t5_dims)
+            continue
         ablations.check(a, arch)
         if arch in args.only:
             row_dtype = "float32" if "float32" in ablations.parts(a) else dtype
             dims = t5_dims if arch == "t5" else bert_dims
             strategy = "full" if arch == "t5" else strategy or "full"
             rows.append(Row("jaxft", arch, strategy, a, shape, dims, row_dtype))
-    if "t5" in args.only and args.t5_last:  # last: its compile time is the least known
+    if "t5" in args.only and args.t5_last and not t5_placed:  # last: the slowest row
         pair("t5", "full", t5_dims)
     if args.no_torch:
         rows = [r for r in rows if r.framework != "hf"]
@@ -550,10 +558,6 @@ def main(argv=None) -> dict:
     except ImportError:
         print("torch is not importable: jaxft rows only", flush=True)
         rows = [r for r in rows if r.framework != "hf"]
-    # HF first, in its own process, before this one's JAX takes the device memory. The torch
-    # child gets at most its share of --budget_s; jaxft rows start until the budget is spent.
-    torch_child(args, rows, args.budget_s * TORCH_SHARE)  # fills in the HF rows of `rows`
-    jaxft_deadline = start + args.budget_s
     meta = {
         "date": str(date.today()),
         "command": "python benchmarks/throughput.py " + " ".join(argv if argv else sys.argv[1:]),
@@ -573,6 +577,13 @@ def main(argv=None) -> dict:
         (out / "throughput.md").write_text(report.markdown(result, ablations.ABLATIONS))
         return result
 
+    # HF first, in its own process, before this one's JAX takes the device memory. The torch
+    # child gets its share of --budget_s (a row it has started runs to its end); jaxft rows
+    # start until the budget is spent. Its rows are saved at once, so a run killed in the first
+    # jaxft row still leaves them.
+    torch_child(args, rows, args.budget_s * TORCH_SHARE)  # fills in the HF rows of `rows`
+    jaxft_deadline = start + args.budget_s
+    save(False)
     jaxft_rows = [r for r in rows if r.framework == "jaxft"]
     Path(args.out).mkdir(parents=True, exist_ok=True)
     save_hlo = set(args.save_hlo.split(","))

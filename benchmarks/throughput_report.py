@@ -81,7 +81,7 @@ def markdown(result: dict, ablations: dict) -> str:
         dims = " x ".join(str(d) for d in r["dims"])
         head = f"| {r['framework']} | {r['arch']} | {r['strategy']} | {r['variant']} | {dims} "
         if r["error"]:
-            lines.append(head + f"| {r['dtype']} | {r['error'][:80]} |" + " |" * 8)
+            lines.append(head + f"| {r['dtype']} | {r['error'][:80]} |" + " |" * 7)  # 14 cells
             continue
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
         xla = f"{r['xla_flops'] / 1e9:.1f}" if r["xla_flops"] else "-"

@@ -162,6 +162,8 @@ def test_hlo_bytes_charges_an_async_fusion_once_at_its_start():
 
 def test_peak_flops_by_device_name():
     assert mfu.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16", 0) == 989e12
+    assert mfu.peak_flops("NVIDIA H100 PCIe", "bfloat16", 0) == 756e12
+    assert mfu.peak_flops("NVIDIA H100 NVL", "bfloat16", 0) == 835e12
     assert mfu.peak_flops("NVIDIA H200", "float32", 0) == 494e12
     assert mfu.peak_flops("x86_64 CPU (2 cores)", "float32", 0) is None
     assert mfu.peak_flops("x86_64 CPU (2 cores)", "float32", 1.5) == 1.5e12
@@ -170,9 +172,9 @@ def test_peak_flops_by_device_name():
 def test_gpu_check_plans_the_target_rows_first_then_its_ablations_in_order():
     script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
     gpu_rows = re.search(r"^GPU_ROWS=(\S+)$", script, re.MULTILINE).group(1)
-    assert "--t5_last" in script
+    assert "--t5_last" not in script  # t5:default places the T5 rows
     args = throughput.parse(["--strategies", "full,frozen", "--hf_strategies", "full,frozen",
-                             "--t5_last", "--ablations", gpu_rows])  # fmt: skip
+                             "--ablations", gpu_rows])  # fmt: skip
     order = [(r.framework, r.arch, r.strategy, r.variant) for r in throughput.plan(args)]
     jaxft = [row[1:] for row in order if row[0] == "jaxft"]
     assert jaxft == [
@@ -182,6 +184,7 @@ def test_gpu_check_plans_the_target_rows_first_then_its_ablations_in_order():
         ("bert", "full", "cudnn_dropout"),
         ("bert", "full", "cudnn_dropout+no_triton_gemm"),
         ("bert", "full", "no_triton_gemm"),
+        ("t5", "full", "default"),
         ("bert", "full", "block_masks"),
         ("bert", "frozen", "cudnn_dropout"),
         ("bert", "lora", "cudnn_dropout"),
@@ -190,9 +193,9 @@ def test_gpu_check_plans_the_target_rows_first_then_its_ablations_in_order():
         ("bert", "frozen", "cudnn_dropout+no_dot_merger"),
         ("bert", "full", "cudnn_dropout+no_dot_merger"),
         ("t5", "full", "cudnn_dropout"),
-        ("t5", "full", "default"),
     ]
     assert ("hf", "t5", "full", "eager") in order and ("hf", "bert", "full", "compile") in order
+    assert order.count(("hf", "t5", "full", "eager")) == 1
     with pytest.raises(SystemExit, match="unknown ablation"):
         throughput.plan(throughput.parse(["--ablations", "frozen:fast"]))
     with pytest.raises(SystemExit, match="does not change a T5 step"):
@@ -373,3 +376,11 @@ def test_block_masks_draws_a_hash_per_block_cut_at_static_offsets_as_the_library
     assert blocks.count("threefry2x32") == 3 + 2  # the layers, the embeddings, the head
     assert "dynamic_slice" not in blocks
     assert jaxpr().count("threefry2x32") == 1
+
+
+def test_a_row_without_warmup_steps_is_timed(tmp_path):
+    result = throughput.main(["--preset", "tiny", "--only", "bert", "--strategies", "frozen",
+                              "--no_torch", "--ablations", "", "--warmup", "0", "--steps", "1",
+                              "--out", str(tmp_path)])  # fmt: skip
+    (row,) = result["rows"]
+    assert not row["error"] and row["samples_s"] > 0
