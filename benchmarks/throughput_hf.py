@@ -7,6 +7,7 @@ AdamW (fused on CUDA), grad-norm clip 1.0; `torch.compile` for the "compile" var
 compile time is its first steps minus as many steady steps.
 """
 
+import gc
 import time
 
 
@@ -51,6 +52,12 @@ def time_train_step(row, shape: dict, batch: dict, steps: int, warmup: int, lora
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    # What earlier rows left (a compiled model kept by dynamo's caches) must not count in this
+    # row's peak memory.
+    torch._dynamo.reset()
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
     model = hf_model(row.arch, shape, row.strategy, device, lora)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01, fused=device == "cuda")
