@@ -93,8 +93,9 @@ echo "== throughput ($preset)"
 budget="${THROUGHPUT_BUDGET:-330}"
 cpu_extra=()
 [[ $mode == cpu ]] && cpu_extra=(--steps 2 --warmup 1 --no-torch_compile)
-# HF rows for the targets only (no PEFT LoRA: LoRA's target is against jaxft's own full step).
-extra=(--strategies full,frozen --hf_strategies full,frozen
+# HF rows for the targets and PEFT LoRA (LoRA's target is against jaxft's own full step; the
+# PEFT row, about 15 s in the torch child, gives the jaxft/PEFT ratio the issue asks for too).
+extra=(--strategies full,frozen --hf_strategies full,frozen,lora
   --save_hlo bert_full,bert_frozen,bert_full_cudnn_dropout,bert_frozen_cudnn_dropout,t5_full,t5_full_cudnn_dropout
   "${cpu_extra[@]}")
 # In this order after full and frozen: LoRA as the library runs it (its target is against jaxft's

@@ -377,6 +377,7 @@ def plan(args) -> list[Row]:
         if strategy != "adapters" and (arch == "t5" or strategy in hf_strategies):
             rows.append(Row("hf", arch, strategy, "eager", shape, dims, dtype))
 
+    key = lambda r: (r.framework, r.arch, r.strategy, r.variant)
     items = [a for a in variants.split(",") if a]
     t5_placed = "t5:default" in items  # the T5 rows go where the list puts them
     bert_strategies = strategies if "bert" in args.only else []
@@ -392,13 +393,19 @@ def plan(args) -> list[Row]:
     for item in items:
         # "frozen:scan": the frozen row, scanned; "lora:default": the LoRA row, placed here;
         # "t5:softmax_vjp": the T5 full row, ablated; "t5:default": the T5 rows (jaxft and HF)
-        # placed here instead of after the first two BERT rows or last;
+        # placed here instead of after the first two BERT rows or last (likewise
+        # "lora:default" with an HF row when --hf_strategies names lora);
         # "scan+cudnn_dropout": both
         strategy, _, a = item.rpartition(":")
         arch = "t5" if strategy == "t5" else "bert"
         if item == "t5:default":
             if "t5" in args.only:
                 pair("t5", "full", t5_dims)
+            continue
+        if a == "default" and strategy:  # "lora:default": a strategy's rows (and HF's), here
+            planned = ("jaxft", "bert", strategy, "default")
+            if "bert" in args.only and planned not in {key(r) for r in rows}:
+                pair("bert", strategy, bert_dims)
             continue
         ablations.check(a, arch)
         if arch in args.only:

@@ -173,7 +173,8 @@ def test_gpu_check_plans_the_target_rows_first_then_its_ablations_in_order():
     script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
     gpu_rows = re.search(r"^GPU_ROWS=(\S+)$", script, re.MULTILINE).group(1)
     assert "--t5_last" not in script  # t5:default places the T5 rows
-    args = throughput.parse(["--strategies", "full,frozen", "--hf_strategies", "full,frozen",
+    assert "--hf_strategies full,frozen,lora" in script
+    args = throughput.parse(["--strategies", "full,frozen", "--hf_strategies", "full,frozen,lora",
                              "--ablations", gpu_rows])  # fmt: skip
     order = [(r.framework, r.arch, r.strategy, r.variant) for r in throughput.plan(args)]
     jaxft = [row[1:] for row in order if row[0] == "jaxft"]
@@ -196,6 +197,11 @@ def test_gpu_check_plans_the_target_rows_first_then_its_ablations_in_order():
     ]
     assert ("hf", "t5", "full", "eager") in order and ("hf", "bert", "full", "compile") in order
     assert order.count(("hf", "t5", "full", "eager")) == 1
+    assert order.count(("hf", "bert", "lora", "eager")) == 1
+    # a strategy's rows asked for twice (the GPU preset's lora:default beside --strategies lora)
+    # are planned once
+    plain = throughput.plan(throughput.parse(["--preset", "gpu", "--ablations", "lora:default"]))
+    assert [(r.framework, r.strategy) for r in plain].count(("jaxft", "lora")) == 1
     with pytest.raises(SystemExit, match="unknown ablation"):
         throughput.plan(throughput.parse(["--ablations", "frozen:fast"]))
     with pytest.raises(SystemExit, match="does not change a T5 step"):
@@ -244,6 +250,7 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
         ("hf", "full", "eager"),
         ("jaxft", "frozen", "default"),
         ("jaxft", "lora", "default"),
+        ("hf", "lora", "eager"),  # lora:default with lora among --hf_strategies
         ("jaxft", "full", "flax_dropout"),
         ("jaxft", "lora", "flax_dropout"),
         ("jaxft", "full", "softmax_vjp"),
@@ -260,6 +267,7 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
     ratios = {q["ratio"] for q in result["ratios"]}
     assert "bert full: jaxft / HF eager" in ratios
     assert "bert lora / bert full (jaxft)" in ratios
+    assert "bert lora: jaxft / HF eager" in ratios
     assert "bert lora default / flax_dropout (jaxft)" in ratios
     assert "bert full scan+cudnn_dropout (jaxft) / HF eager" in ratios
     saved = hlo_bytes.main([str(tmp_path / "hlo_bert_full.txt.gz")])
