@@ -2,7 +2,7 @@
 # The one prepared check for a machine with an NVIDIA GPU whose python3 already has JAX, PyTorch,
 # transformers and PEFT, and no network: parity tests on the GPU, then benchmarks/throughput.py
 # against Hugging Face PyTorch for the rows the performance targets name (BERT-base full and
-# frozen, T5-base full, jaxft LoRA; HF eager and torch.compile), plus before/after rows (cuDNN's
+# frozen, T5-base full, LoRA; HF eager, torch.compile and PEFT), plus before/after rows (cuDNN's
 # flash attention with its own dropout for the full, frozen and LoRA steps and T5; Triton
 # matmuls; XLA's fusion autotuner; GEMM autotuning; XLA's Q/K/V matmul merging). At most about
 # 9.5 minutes: 50 s of tests on the GPU (XLA takes 5-10 s per small program there; the cuDNN
