@@ -51,6 +51,7 @@ from pathlib import Path
 import ablations
 import hlo_bytes
 import throughput
+import throughput_jaxft
 
 TARGETS = Path(__file__).resolve().parent / "gpu_targets"
 PLUGIN_HINT = (
@@ -105,12 +106,12 @@ def compile_row(
     import jax
     from jax.sharding import SingleDeviceSharding
 
-    train_step, state = throughput.build_step(arch, shape, strategy, variant, "bfloat16")
+    train_step, state = throughput_jaxft.build_step(arch, shape, strategy, variant, "bfloat16")
     placed = SingleDeviceSharding(device)
     abstract = lambda tree: jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=placed), tree
     )
-    batch = throughput.numpy_batch(arch, dims, shape["vocab_size"])
+    batch = throughput_jaxft.numpy_batch(arch, dims, shape["vocab_size"])
     with during or contextlib.nullcontext(), traced_for_gpu():
         compiled, seconds, lower_s = ablations.timed_compile(
             train_step, abstract(state), abstract(batch), variant

@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import ablations  # noqa: E402
 import mfu  # noqa: E402
 import throughput_hf  # noqa: E402
+import throughput_jaxft as jaxft_build  # noqa: E402
 import throughput_report as report  # noqa: E402
 
 # Shapes: (BERT config fields, T5 config fields). BERT-base and T5-base are the published ones.
@@ -90,8 +91,6 @@ PRESETS = {
 }  # fmt: skip
 TORCH_SHARE = 0.45  # of --budget_s, for the HF rows (torch.compile's first steps are slow)
 ROW_MARKER = "ROW_JSON "  # how the torch child hands its measured rows back
-LORA = dict(rank=8, alpha=16.0, dropout=0.1, targets=("query", "value"))
-ADAPTER_SIZE = 64
 
 
 @dataclasses.dataclass
@@ -117,141 +116,6 @@ class Row:
     error: str = ""
 
 
-def strategy_config(strategy: str):
-    from jaxft import peft
-
-    cfg = peft.defaults()
-    cfg.name = strategy
-    cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout = LORA["rank"], LORA["alpha"], LORA["dropout"]
-    cfg.lora.targets = tuple(f"attention/{t}$" for t in LORA["targets"])
-    cfg.adapters.size = ADAPTER_SIZE
-    cfg.adapters.train_layer_norm = False  # as PEFT-style adapters: the bottlenecks alone
-    return cfg
-
-
-def host_device():
-    """The CPU device when the default device is an accelerator and JAX also has its CPU
-    backend (JAX_PLATFORMS=cuda,cpu), else None. Built there, a row's random init, strategy and
-    optimizer state compile as CPU programs. Built on an H100, where each of some 40 small eager
-    ops and the init are GPU compiles, a BERT-base full row spent 61 s outside its step's
-    compile; built on the host, 9 s."""
-    import jax
-
-    if jax.default_backend() == "cpu":
-        return None
-    try:
-        return jax.devices("cpu")[0]
-    except RuntimeError:  # no CPU backend in JAX_PLATFORMS
-        return None
-
-
-# A row's train state depends on its architecture, shape, strategy and dtype, not on its variant,
-# which changes how the step computes: each kind is built once (on the host beside an
-# accelerator) and every row gets its own copy, which its step donates. On the H100 of
-# 2026-11-27 building took 9 s of a 45 s BERT-base row.
-_built: dict = {}
-
-
-def build_jaxft(arch: str, shape: dict, strategy: str, settings: dict):
-    """(model, train state, optimizer) for a random-init model with the strategy applied, built
-    on the host CPU where there is one beside the accelerator, then put on the default device.
-    The state is built once per (arch, shape, strategy, dtype), with the default settings, and
-    copied for each call."""
-    import jax
-
-    host = host_device()
-    kind = (arch, tuple(sorted(shape.items())), strategy, settings["dtype"])
-    with jax.default_device(host) if host else contextlib.nullcontext():
-        if kind not in _built:
-            default = ablations.jaxft_settings("default", settings["dtype"])
-            _built[kind] = _state(_model(arch, shape, strategy, default), strategy, default)
-        state, tx = _built[kind]
-        model = _model(arch, shape, strategy, settings)
-    if host:
-        return model, jax.device_put(state, jax.devices()[0]), tx
-    return model, jax.tree_util.tree_map(lambda x: x.copy(), state), tx
-
-
-def _model(arch: str, shape: dict, strategy: str, settings: dict):
-    """The model of a row's settings, with the strategy's modules (LoRA, adapters, ...)."""
-    from jaxft import models
-    from jaxft.models import bert, heads, t5
-    from jaxft.train import loop
-
-    dtype = models.resolve_dtype(settings["dtype"])
-    if arch == "bert":
-        extra = {}
-        if settings["attention_dropout"] is not None:
-            extra["attention_probs_dropout_prob"] = settings["attention_dropout"]
-        config = bert.BertConfig(
-            **shape,
-            **extra,
-            attention=settings["attention"],
-            scan_layers=settings["scan_layers"],
-            remat=settings["remat"],
-        )
-        model = bert.BertModel(config, head=heads.HeadConfig(num_labels=2), dtype=dtype)
-    else:
-        model = t5.T5Model(t5.T5Config(**shape, attention=settings["attention"]), dtype=dtype)
-    return loop.with_strategy(model, strategy_config(strategy))
-
-
-def _state(model, strategy: str, settings: dict):
-    """(train state, optimizer): random init, the strategy applied, AdamW's state."""
-    import jax
-
-    from jaxft import models, peft
-    from jaxft.config import defaults
-    from jaxft.train import loop, optim
-    from jaxft.train import state as state_lib
-
-    params = models.init_params(model, jax.random.key(0))
-    params, mask = peft.apply(params, strategy_config(strategy), jax.random.key(1))
-    if settings["dtype"] != "float32":
-        params = loop.store_frozen(params, mask, "bfloat16")  # param_dtype=bfloat16
-    optim_cfg = defaults().optim
-    tx, _ = optim.make(optim_cfg, peft.paths.split(params, mask)[0], total_steps=1000)
-    return state_lib.create(params, mask, tx, jax.random.key(2)), tx
-
-
-def numpy_batch(arch: str, dims: tuple, vocab: int, seed: int = 0) -> dict:
-    """One random batch of full-length sequences, as numpy (the torch child never imports
-    JAX: that would take most of the GPU's memory for JAX's allocator)."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    if arch == "bert":
-        batch, seq = dims
-        ids = rng.integers(5, vocab, (batch, seq), dtype=np.int32)
-        host = {
-            "input_ids": ids,
-            "attention_mask": np.ones_like(ids),
-            "token_type_ids": np.zeros_like(ids),
-            "labels": rng.integers(0, 2, (batch,), dtype=np.int32),
-            "weights": np.ones((batch,), np.float32),
-        }
-    else:
-        batch, source, target = dims
-        ids = rng.integers(5, vocab, (batch, source), dtype=np.int32)
-        host = {
-            "input_ids": ids,
-            "attention_mask": np.ones_like(ids),
-            "labels": rng.integers(5, vocab, (batch, target), dtype=np.int32),
-            "weights": np.ones((batch,), np.float32),
-        }
-    return host
-
-
-def build_step(arch: str, shape: dict, strategy: str, variant: str, dtype: str):
-    """(train step, state) of a jaxft row: the model, strategy and optimizer of the variant's
-    settings, built as `build_jaxft` builds them, and the step with the variant's dropout RNG."""
-    from jaxft.train import step as step_lib
-
-    settings = ablations.jaxft_settings(variant, dtype)
-    model, state, tx = build_jaxft(arch, shape, strategy, settings)
-    return step_lib.make_train_step(model, tx, dropout_rng=settings["dropout_rng"]), state
-
-
 def row_arguments(parser, preset: str) -> None:
     """The --preset, --arch, --strategy and --dtype options of a tool that runs one row's step
     (`profile_step.py`, `alternate.py`); `warm_step` builds it."""
@@ -269,9 +133,9 @@ def warm_step(args, variant: str, warmup: int):
     preset = PRESETS[args.preset]
     shape = SHAPES[preset["shape"]][0 if args.arch == "bert" else 1]
     dims, dtype = preset[args.arch], args.dtype or preset["dtype"]
-    train_step, state = build_step(args.arch, shape, args.strategy, variant, dtype)
+    train_step, state = jaxft_build.build_step(args.arch, shape, args.strategy, variant, dtype)
     batch = jax.tree_util.tree_map(
-        jax.numpy.asarray, numpy_batch(args.arch, dims, shape["vocab_size"])
+        jax.numpy.asarray, jaxft_build.numpy_batch(args.arch, dims, shape["vocab_size"])
     )
     compiled = ablations.compile_step(train_step, state, batch, variant)
     for _ in range(warmup):
@@ -284,11 +148,13 @@ def jaxft_row(row: Row, shape: dict, steps: int, warmup: int, peak, hlo_dir: str
     import jax
 
     start = time.perf_counter()
-    train_step, state = build_step(row.arch, shape, row.strategy, row.variant, row.dtype)
+    train_step, state = jaxft_build.build_step(
+        row.arch, shape, row.strategy, row.variant, row.dtype
+    )
     jax.block_until_ready(state)
     row.build_s = time.perf_counter() - start
     batch = jax.tree_util.tree_map(
-        jax.numpy.asarray, numpy_batch(row.arch, row.dims, shape["vocab_size"])
+        jax.numpy.asarray, jaxft_build.numpy_batch(row.arch, row.dims, shape["vocab_size"])
     )
     compiled, row.compile_s, row.lower_s = ablations.timed_compile(
         train_step, state, batch, row.variant
@@ -349,8 +215,8 @@ def finish_row(row: Row, seconds_per_step: float, peak) -> Row:
 
 def hf_row(row: Row, shape: dict, steps: int, warmup: int, peak) -> Row:
     """The HF PyTorch train step of `row`'s shape and strategy, on the jaxft rows' batch."""
-    batch = numpy_batch(row.arch, row.dims, shape["vocab_size"])
-    timing = throughput_hf.time_train_step(row, shape, batch, steps, warmup, LORA)
+    batch = jaxft_build.numpy_batch(row.arch, row.dims, shape["vocab_size"])
+    timing = throughput_hf.time_train_step(row, shape, batch, steps, warmup, jaxft_build.LORA)
     row.compile_s, row.memory_gb = timing["compile_s"], timing["memory_gb"]
     return finish_row(row, timing["seconds_per_step"], peak)
 
@@ -433,9 +299,9 @@ def run_rows(rows, args, runner, deadline, on_row=lambda row: None) -> None:
             shape,
             row.dims,
             row.strategy,
-            LORA["rank"],
-            len(LORA["targets"]),
-            ADAPTER_SIZE,
+            jaxft_build.LORA["rank"],
+            len(jaxft_build.LORA["targets"]),
+            jaxft_build.ADAPTER_SIZE,
         )
         peak = mfu.peak_flops(device_kind, row.dtype, args.peak_tflops)
         if time.monotonic() > deadline:

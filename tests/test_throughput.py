@@ -22,6 +22,7 @@ import gpu_hlo  # noqa: E402
 import hlo_bytes  # noqa: E402
 import mfu  # noqa: E402
 import throughput  # noqa: E402
+import throughput_jaxft  # noqa: E402
 
 BERT = dict(vocab_size=1000, hidden_size=256, num_hidden_layers=2, num_attention_heads=4,
             intermediate_size=1024)  # fmt: skip
@@ -33,8 +34,8 @@ def xla_step_flops(arch, shape, dims, strategy):
     from jaxft.train import step
 
     settings = ablations.jaxft_settings("default", "float32")
-    model, state, tx = throughput.build_jaxft(arch, shape, strategy, settings)
-    batch = throughput.numpy_batch(arch, dims, shape["vocab_size"])
+    model, state, tx = throughput_jaxft.build_jaxft(arch, shape, strategy, settings)
+    batch = throughput_jaxft.numpy_batch(arch, dims, shape["vocab_size"])
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
     train_step = step.make_train_step(model, tx, dropout_rng="rbg")
     compiled = jax.jit(train_step).lower(state, batch).compile()
@@ -58,27 +59,27 @@ def test_rows_build_on_the_host_cpu_beside_an_accelerator(monkeypatch):
     """With an accelerator as default device, the state is built by CPU programs and then put on
     that device (here the CPU stands in for it: the default backend is patched)."""
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert throughput.host_device() == jax.devices("cpu")[0]
+    assert throughput_jaxft.host_device() == jax.devices("cpu")[0]
     placed = []
     real_put = jax.device_put
     monkeypatch.setattr(jax, "device_put", lambda x, d: placed.append(d) or real_put(x, d))
     settings = ablations.jaxft_settings("default", "float32")
-    _, state, _ = throughput.build_jaxft("bert", BERT, "lora", settings)
+    _, state, _ = throughput_jaxft.build_jaxft("bert", BERT, "lora", settings)
     assert placed == [jax.devices()[0]]
     assert state.step == 0 and jax.tree.leaves(state.params)
 
 
 def test_rows_of_one_kind_build_their_state_once_and_each_get_a_copy(monkeypatch):
     built = []
-    real = throughput._state
-    monkeypatch.setattr(throughput, "_built", {})
-    monkeypatch.setattr(throughput, "_state", lambda *a: built.append(a[1]) or real(*a))
+    real = throughput_jaxft._state
+    monkeypatch.setattr(throughput_jaxft, "_built", {})
+    monkeypatch.setattr(throughput_jaxft, "_state", lambda *a: built.append(a[1]) or real(*a))
     rows = [
-        throughput.build_jaxft("bert", BERT, "lora", ablations.jaxft_settings(v, "float32"))
+        throughput_jaxft.build_jaxft("bert", BERT, "lora", ablations.jaxft_settings(v, "float32"))
         for v in ("default", "softmax_vjp", "scan")
     ]
     assert built == ["lora"]  # the kind's state, once
-    _, again, _ = throughput.build_jaxft("bert", BERT, "lora", ablations.jaxft_settings(
+    _, again, _ = throughput_jaxft.build_jaxft("bert", BERT, "lora", ablations.jaxft_settings(
         "default", "bfloat16"))  # fmt: skip
     assert built == ["lora", "lora"]  # another dtype is another kind
     first, second = (jax.tree_util.tree_leaves(state.trainable) for _, state, _ in rows[:2])
