@@ -159,9 +159,8 @@ class SelfAttention(nn.Module):
             lengths = attention_lib.key_lengths(mask)
             context = attention_lib.fused_attention(q, k, v, lengths, kernel, rate, seed)
         else:
-            bias = attention_lib.attention_bias(
-                mask
-            )  # learned prefixes, in front, are always attended to
+            # learned prefixes, in front, are always attended to
+            bias = attention_lib.attention_bias(mask)
             bias = jnp.pad(bias, [(0, 0)] * 3 + [(k.shape[1] - bias.shape[-1], 0)])
             scores = jnp.einsum("bqhd,bkhd->bhqk", q, k)
             probs = attention_lib.attention_probs(

@@ -312,9 +312,9 @@ class Block(nn.Module):
         if self.is_decoder:
             cross_attention = Attention(c, self.dtype, name="cross_attention")
         rate = c.dropout_rate
-        n_sites = 6 if cross_attention is not None else 4
-        probs_keep, inner_keep, attended_keep, ff_keep, *cross_keep = masks[:n_sites]
         lora = layers_lib.lora_input_widths(self.variables.get("params", {}))
+        n_sites = len(masks) - len(lora)  # the LoRA inputs' masks come last
+        probs_keep, inner_keep, attended_keep, ff_keep, *cross_keep = masks[:n_sites]
         lora_keeps = dict(zip(lora, masks[n_sites:], strict=True))
         h = norm("self_attention_norm")(x)
         attended = self_attention(
@@ -408,8 +408,8 @@ class Stack(nn.Module):
         layers = c.num_decoder_layers if self.is_decoder else c.num_layers
         names = [f"layer_{i}" for i in range(layers)]
         # The embeddings', every block's and the final norm's dropout masks from one hash on a
-        # GPU (one per block elsewhere):
-        # XLA's GPU compiler spends about half a second on every hash, whatever its size.
+        # GPU (one per block elsewhere): XLA's GPU compiler spends about half a second on every
+        # hash, whatever its size.
         rate, shape = c.dropout_rate, embedded.shape
         params = self.variables.get("params", {})
         block_sites = [
