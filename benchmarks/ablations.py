@@ -41,6 +41,27 @@ T5_ABLATIONS = {"rbg", "float32", "autodiff_ops", "flax_dropout", "autotune0", "
 
 
 @contextlib.contextmanager
+def swapped(on: bool, *swaps):
+    """While tracing, when `on`: each (module or dict, name, replacement) swapped in, and the
+    originals put back after."""
+    get = lambda where, name: where[name] if isinstance(where, dict) else getattr(where, name)
+
+    def put(where, name, value):
+        if isinstance(where, dict):
+            where[name] = value
+        else:
+            setattr(where, name, value)
+
+    saved = [(where, name, get(where, name)) for where, name, _ in swaps] if on else []
+    for where, name, value in swaps if on else ():
+        put(where, name, value)
+    try:
+        yield
+    finally:
+        for where, name, value in saved:
+            put(where, name, value)
+
+
 def flax_dropout(on: bool):
     """While tracing, dropout masks drawn as flax's nn.Dropout draws them, one
     `jax.random.bernoulli` (a threefry hash per element) per site: the library before its masks
@@ -57,16 +78,9 @@ def flax_dropout(on: bool):
             for k, rate, shape in zip(keys, rates, shapes, strict=True)
         )
 
-    saved = dropout.keep_masks
-    if on:
-        dropout.keep_masks = bernoulli_masks
-    try:
-        yield
-    finally:
-        dropout.keep_masks = saved
+    return swapped(on, (dropout, "keep_masks", bernoulli_masks))
 
 
-@contextlib.contextmanager
 def block_masks(on: bool):
     """While tracing, each group of dropout sites (a block's, the embeddings', the head's) drawn
     from its own hash and cut from its bank at static offsets: the library before a model drew
@@ -77,60 +91,38 @@ def block_masks(on: bool):
         del offsets  # a block's bank: each layer's readers are alike at static offsets
         return [dropout.site_masks(module, deterministic, group, "static") for group in groups]
 
-    saved = bert.grouped_site_masks, t5.grouped_site_masks
-    if on:
-        bert.grouped_site_masks = t5.grouped_site_masks = per_group
-    try:
-        yield
-    finally:
-        bert.grouped_site_masks, t5.grouped_site_masks = saved
+    return swapped(
+        on, (bert, "grouped_site_masks", per_group), (t5, "grouped_site_masks", per_group)
+    )
 
 
-@contextlib.contextmanager
 def softmax_vjp(on: bool):
     """While tracing, attention probabilities by `attention_probs_vjp` (hand-written backward)
     instead of the library's `attention_probs` (JAX's autodiff of `jax.nn.softmax`)."""
     from jaxft.models import attention
 
-    saved = attention.attention_probs
-    if on:
-        attention.attention_probs = attention.attention_probs_vjp
-    try:
-        yield
-    finally:
-        attention.attention_probs = saved
+    return swapped(on, (attention, "attention_probs", attention.attention_probs_vjp))
 
 
-@contextlib.contextmanager
 def autodiff_ops(on: bool):
     """While tracing, the exact GELU, LayerNorm and T5's RMS norm as plain jnp differentiated by
     JAX: the library before their hand-written backward passes."""
     from jaxft.models import layers, norms
 
-    saved = layers.ACTIVATIONS["gelu"], norms.layer_norm, norms.rms_norm
-    if on:
-        layers.ACTIVATIONS["gelu"] = jax_gelu
-        norms.layer_norm = norms.layer_norm_autodiff
-        norms.rms_norm = norms.rms_norm_autodiff
-    try:
-        yield
-    finally:
-        layers.ACTIVATIONS["gelu"], norms.layer_norm, norms.rms_norm = saved
+    return swapped(
+        on,
+        (layers.ACTIVATIONS, "gelu", jax_gelu),
+        (norms, "layer_norm", norms.layer_norm_autodiff),
+        (norms, "rms_norm", norms.rms_norm_autodiff),
+    )
 
 
-@contextlib.contextmanager
 def plain_weight_grads(on: bool):
     """While tracing, `layers.project` as on a GPU: a plain product, whose weight gradient XLA
     differentiates and fuses as it likes (the CPU library before its barrier)."""
     from jaxft.models import backend
 
-    saved = backend.on_cpu
-    if on:
-        backend.on_cpu = lambda: False
-    try:
-        yield
-    finally:
-        backend.on_cpu = saved
+    return swapped(on, (backend, "on_cpu", lambda: False))
 
 
 def jax_gelu(x):
