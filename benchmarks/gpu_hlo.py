@@ -84,17 +84,11 @@ def compiler_version() -> str:
     return getattr(version, "_version", "?")
 
 
-@contextlib.contextmanager
 def traced_for_gpu():
     """While tracing, the model code takes its GPU paths (cuDNN attention) as on the card."""
     from jaxft.models import backend
 
-    saved = backend.on_gpu
-    backend.on_gpu = lambda: True
-    try:
-        yield
-    finally:
-        backend.on_gpu = saved
+    return ablations.swapped(True, (backend, "on_gpu", lambda: True))
 
 
 def compile_row(
