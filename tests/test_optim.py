@@ -31,7 +31,13 @@ def test_global_norm_is_optax_with_the_small_leaves_summed_in_one_reduction():
     np.testing.assert_allclose(optim.global_norm(half), exact, rtol=1e-6)
     jaxpr = jax.make_jaxpr(optim.global_norm)(tree).jaxpr
     reductions = [e for e in jaxpr.eqns if e.primitive.name == "reduce_sum"]
-    assert len(reductions) == 2 + 1  # each big leaf, then the six small ones together
+    # each big leaf along its rows, then its row sums and the six small leaves' squares together
+    assert [e.outvars[0].aval.shape for e in reductions] == [(2,), (1,), ()]  # embed, kernel
+    assert "optimization_barrier" in [e.primitive.name for e in jaxpr.eqns]
+
+
+def test_global_norm_of_nothing_is_zero():
+    assert float(optim.global_norm({})) == 0.0
 
 
 @pytest.mark.parametrize("max_norm", [1.0, 1e4])  # clipped, not clipped
