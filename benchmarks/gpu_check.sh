@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
 # The one prepared check for a machine with an NVIDIA GPU whose python3 already has JAX, PyTorch,
 # transformers and PEFT, and no network: parity tests on the GPU, then benchmarks/throughput.py
-# against Hugging Face PyTorch for the rows the performance targets name (BERT-base full and
-# frozen, T5-base full, LoRA; HF eager, torch.compile and PEFT), plus before/after rows (cuDNN's
-# flash attention with its own dropout for the full, frozen and LoRA steps and T5; Triton
-# matmuls; XLA's fusion autotuner; GEMM autotuning; XLA's Q/K/V matmul merging). At most about
-# 9.5 minutes: 50 s of tests on the GPU (XLA takes 5-10 s per small program there; the cuDNN
-# tests first), then rows started until a 330 s budget is spent (on an H100 a BERT-base full row
-# took 45 s, 34 s of it compiling and 9 s building its state, which its ablated rows now reuse;
-# the frozen row about 25 s, the T5 row 2 minutes, the PyTorch rows about 100 s), so the last
-# rows of the plan are skipped; a started row runs to its end, and the throughput run is killed
-# at budget + 60 s; then 75 s at most for the compile-time split (gpu_hlo.py --phases). Set
-# ABLATIONS=1 for every speed-option ablation (about 45 s each more). Everything it prints also
-# lands in $OUT (default benchmarks/results/gpu_check): gpu_check.log, parity.log,
+# against Hugging Face PyTorch for the rows the performance targets name (BERT-base full, frozen
+# and LoRA, T5-base full; HF eager, torch.compile, frozen, PEFT LoRA and T5), in under 6 minutes:
+# about 20 s to start, 45 s of tests on the GPU (XLA takes 5-10 s per small program there; the
+# cuDNN tests first), then rows started until a 240 s budget is spent, the HF rows first (about
+# 100 s on an H100), and a started row is killed 45 s past the budget (on the H100 of
+# 2026-11-27 a BERT-base full row took 45 s, 34 s of it compiling, and the T5 row 2 minutes; the
+# code compiles faster since, so the T5 row, the plan's last, should now fit).
+#
+# --long adds, in about 9.5 minutes in all, before/after rows after the targets (cuDNN's flash
+# attention with its own dropout for the full, frozen and LoRA steps and T5; Triton matmuls; XLA's
+# fusion autotuner; GEMM autotuning; XLA's Q/K/V matmul merging) with a 330 s budget, the card's
+# XLA target config and the compile-time split (gpu_hlo.py --phases, 75 s at most). Set
+# ABLATIONS=1 for every speed-option ablation instead (about 45 s each more). Everything it
+# prints also lands in $OUT (default benchmarks/results/gpu_check): gpu_check.log, parity.log,
 # throughput.{json,md}, the optimized HLO of the BERT full and frozen steps and of the T5 step,
-# each default and with cudnn_dropout (hlo_*.txt.gz, for hlo_bytes.py), the card's XLA target
-# config (gpu_target_config.pbtxt, for gpu_hlo.py --target) and compile_phases/.
+# each default and with cudnn_dropout (hlo_*.txt.gz, for hlo_bytes.py), and with --long the
+# card's XLA target config (gpu_target_config.pbtxt, for gpu_hlo.py --target) and
+# compile_phases/.
 #
 #   bash benchmarks/gpu_check.sh          # GPU preset when nvidia-smi sees a GPU, else CPU/tiny
+#   bash benchmarks/gpu_check.sh --long   # the targets, then the before/after rows (~9.5 min)
 #   bash benchmarks/gpu_check.sh --cpu    # force the CPU path (tiny sizes): how CI tests it
 #
 # Missing pure-Python dependencies (ml_collections) travel as wheels in .whl/ (see README).
@@ -33,9 +37,16 @@ mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 exec > >(tee "$OUT/gpu_check.log") 2>&1
 
-mode=gpu
-if [[ "${1:-}" == "--cpu" ]] || ! nvidia-smi -L >/dev/null 2>&1; then mode=cpu; fi
-echo "== gpu_check $(date -u +%FT%TZ) mode=$mode"
+mode=gpu long=0
+for arg in "$@"; do
+  case "$arg" in
+    --cpu) mode=cpu ;;
+    --long) long=1 ;;
+    *) echo "gpu_check.sh: unknown option $arg (options: --long, --cpu)"; exit 2 ;;
+  esac
+done
+nvidia-smi -L >/dev/null 2>&1 || mode=cpu
+echo "== gpu_check $(date -u +%FT%TZ) mode=$mode long=$long"
 
 if ! "$PY" -c "import ml_collections" 2>/dev/null; then
   if compgen -G ".whl/*.whl" >/dev/null; then
@@ -61,7 +72,7 @@ timeout 90 "$PY" -c "import jax, flax, torch, transformers, peft; print('jax', j
 jax.devices(), '| flax', flax.__version__, '| torch', torch.__version__, \
 '| transformers', transformers.__version__, '| peft', peft.__version__)"
 
-if [[ $mode == gpu ]]; then  # the card as XLA reads it: benchmarks/gpu_hlo.py --target's input
+if [[ $mode == gpu && $long == 1 ]]; then  # the card as XLA reads it: gpu_hlo.py --target's input
   rm -rf /tmp/jaxft_target
   XLA_FLAGS="--xla_dump_to=/tmp/jaxft_target" timeout 60 "$PY" -c \
     "import jax; jax.jit(lambda x: x + 1)(1.0)" >/dev/null 2>&1
@@ -84,13 +95,14 @@ parity_tests=(tests/test_attention_kernels.py::test_cudnn_attention_matches_expl
   tests/test_fused_ops.py tests/test_attention_kernels.py tests/test_bert_parity.py
   tests/test_t5_parity.py)
 # SIGINT at the timeout: pytest then still prints the failures it has seen.
-timeout -s INT "${PARITY_TIMEOUT:-50}" "$PY" -m pytest -q -p no:cacheprovider --tb=short \
+timeout -s INT "${PARITY_TIMEOUT:-45}" "$PY" -m pytest -q -p no:cacheprovider --tb=short \
   "${parity_tests[@]}" -k "${PARITY_SELECT:-not real_minilm}" 2>&1 | tee "$OUT/parity.log"
 parity=${PIPESTATUS[0]}
 
 # 2. Throughput against HF PyTorch, same shapes, same process tree.
 echo "== throughput ($preset)"
-budget="${THROUGHPUT_BUDGET:-330}"
+budget="${THROUGHPUT_BUDGET:-$((long ? 330 : 240))}"
+grace=$((long ? 60 : 45))  # for the row running when the budget ends
 cpu_extra=()
 [[ $mode == cpu ]] && cpu_extra=(--steps 2 --warmup 1 --no-torch_compile)
 # HF rows for the targets and PEFT LoRA (LoRA's target is against jaxft's own full step; the
@@ -98,24 +110,27 @@ cpu_extra=()
 extra=(--strategies full,frozen --hf_strategies full,frozen,lora
   --save_hlo bert_full,bert_frozen,bert_full_cudnn_dropout,bert_frozen_cudnn_dropout,t5_full,t5_full_cudnn_dropout
   "${cpu_extra[@]}")
-# In this order after full and frozen: LoRA as the library runs it (its target is against jaxft's
-# own full step; never measured on a card yet); cuDNN's flash attention with cuDNN's dropout
-# masks (attention=cudnn_dropout), alone and with every matmul in cuBLAS (no_triton_gemm), then
+# After full and frozen, the other target rows: LoRA as the library runs it (its target is
+# against jaxft's own full step; never measured on a card yet), then T5 (t5:default: its rows,
+# jaxft's and HF's, go here instead of between frozen and LoRA).
+TARGET_ROWS=lora:default,t5:default
+# --long, in this order after the targets: cuDNN's flash attention with cuDNN's dropout masks
+# (attention=cudnn_dropout), alone and with every matmul in cuBLAS (no_triton_gemm), then
 # no_triton_gemm alone: compiled for an H100 by XLA 0.11.2 on the 2-core machine the full step
-# took 14.5-16.0 s by default and 10.7 with both, which also moved the fewest bytes (14.34 GB
-# against 18.12), so these rows decide the compile-time target; then T5 (t5:default: its target
-# was met on the H100 of 2026-11-27, and the targets are to be shown from one run; about 2
-# minutes); the full step with a dropout bank per block (block_masks: the library before its one
-# bank per model, 19.3-21.6 s there and 2% fewer bytes); cudnn_dropout for the frozen and LoRA
-# steps; the full step with XLA's fusion autotuner back on (XLA's default, off in jaxft on a GPU
-# since 2026-11-27) and without any autotuning; the frozen and full steps with cudnn_dropout and
-# without XLA's merging of the Q, K and V matmuls (no_dot_merger: each keeps its bias in its
-# epilogue); T5 with cuDNN attention and dropout. At the H100's row times the budget ends around
-# block_masks. A row's compile s is measured in the process that compiled the rows before it,
+# took 13.6-15.4 s by default and 9.3-10.2 with both, which also moved fewer bytes (14.87 GB
+# against 18.12), so these rows decide the compile-time target; the full step with a dropout
+# bank per block (block_masks: the library before its one bank per model, 18.2 s there and 3%
+# fewer bytes); cudnn_dropout for the frozen and LoRA steps; the full step with XLA's fusion
+# autotuner back on (XLA's default, off in jaxft on a GPU since 2026-11-27) and without any
+# autotuning; the frozen and full steps with cudnn_dropout and without XLA's merging of the Q,
+# K and V matmuls (no_dot_merger: each keeps its bias in its epilogue); T5 with cuDNN attention
+# and dropout. A row's compile s is measured in the process that compiled the rows before it,
 # whose GEMM autotuning results XLA keeps and reuses: the first row's (the default full step) is
 # the fresh figure; step 3 compiles the candidate without autotuning.
-GPU_ROWS=lora:default,cudnn_dropout,cudnn_dropout+no_triton_gemm,no_triton_gemm,t5:default,block_masks,frozen:cudnn_dropout,lora:cudnn_dropout,fusion_autotuner,autotune0,frozen:cudnn_dropout+no_dot_merger,cudnn_dropout+no_dot_merger,t5:cudnn_dropout
-[[ "${ABLATIONS:-0}" == 1 ]] || extra+=(--ablations "$GPU_ROWS")
+DIAGNOSTIC_ROWS=cudnn_dropout,cudnn_dropout+no_triton_gemm,no_triton_gemm,block_masks,frozen:cudnn_dropout,lora:cudnn_dropout,fusion_autotuner,autotune0,frozen:cudnn_dropout+no_dot_merger,cudnn_dropout+no_dot_merger,t5:cudnn_dropout
+rows=$TARGET_ROWS
+[[ $long == 1 ]] && rows+=",$DIAGNOSTIC_ROWS"
+[[ "${ABLATIONS:-0}" == 1 ]] || extra+=(--ablations "$rows")
 if [[ -n "${JAXFT_XLA_FLAGS:-}" ]]; then
   if XLA_FLAGS="$JAXFT_XLA_FLAGS" "$PY" -c "import jax, jax.numpy as jnp; \
       jax.block_until_ready(jax.jit(lambda x: x @ x)(jnp.ones((64, 64))))"; then
@@ -126,7 +141,7 @@ if [[ -n "${JAXFT_XLA_FLAGS:-}" ]]; then
   fi
 fi
 # shellcheck disable=SC2086
-timeout $((budget + 60)) "$PY" benchmarks/throughput.py --preset "$preset" --budget_s "$budget" \
+timeout $((budget + grace)) "$PY" benchmarks/throughput.py --preset "$preset" --budget_s "$budget" \
   --out "$OUT" "${extra[@]}" ${THROUGHPUT_ARGS:-}
 throughput=$?
 if [[ -n "${JAXFT_XLA_FLAGS:-}" ]]; then
@@ -141,7 +156,7 @@ fi
 #    candidate (cudnn_dropout+no_triton_gemm), with no autotuning whose results the second
 #    could reuse. Set against the throughput rows' compile s, it tells host compiling from
 #    autotuning. About 35 s.
-if [[ $mode == gpu && -s "$OUT/gpu_target_config.pbtxt" ]]; then
+if [[ $mode == gpu && $long == 1 && -s "$OUT/gpu_target_config.pbtxt" ]]; then
   echo "== compile phases (gpu_hlo.py --phases)"
   timeout 75 "$PY" benchmarks/gpu_hlo.py --target "$OUT/gpu_target_config.pbtxt" \
     --variants default,cudnn_dropout+no_triton_gemm --phases --out "$OUT/compile_phases" 2>&1 \

@@ -172,21 +172,38 @@ def test_peak_flops_by_device_name():
 
 def test_gpu_check_plans_the_target_rows_first_then_its_ablations_in_order():
     script = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
-    gpu_rows = re.search(r"^GPU_ROWS=(\S+)$", script, re.MULTILINE).group(1)
+    rows = lambda name: re.search(rf"^{name}=(\S+)$", script, re.MULTILINE).group(1)
     assert "--t5_last" not in script  # t5:default places the T5 rows
     assert "--hf_strategies full,frozen,lora" in script
-    args = throughput.parse(["--strategies", "full,frozen", "--hf_strategies", "full,frozen,lora",
-                             "--ablations", gpu_rows])  # fmt: skip
+    parse = lambda items: throughput.parse(["--strategies", "full,frozen", "--hf_strategies",
+                                            "full,frozen,lora", "--ablations", items])  # fmt: skip
+    targets = [(r.framework, r.arch, r.strategy, r.variant)
+               for r in throughput.plan(parse(rows("TARGET_ROWS")))]  # fmt: skip
+    # the default run (under 6 minutes): every row a target names, and nothing else
+    assert targets == [
+        ("jaxft", "bert", "full", "default"),
+        ("hf", "bert", "full", "eager"),
+        ("jaxft", "bert", "frozen", "default"),
+        ("hf", "bert", "frozen", "eager"),
+        ("hf", "bert", "full", "compile"),
+        ("jaxft", "bert", "lora", "default"),
+        ("hf", "bert", "lora", "eager"),
+        ("jaxft", "t5", "full", "default"),
+        ("hf", "t5", "full", "eager"),
+    ]
+    # --long: the same, then the before/after rows in their order
+    args = parse(rows("TARGET_ROWS") + "," + rows("DIAGNOSTIC_ROWS"))
     order = [(r.framework, r.arch, r.strategy, r.variant) for r in throughput.plan(args)]
+    assert order[: len(targets)] == targets
     jaxft = [row[1:] for row in order if row[0] == "jaxft"]
     assert jaxft == [
         ("bert", "full", "default"),
         ("bert", "frozen", "default"),
         ("bert", "lora", "default"),
+        ("t5", "full", "default"),
         ("bert", "full", "cudnn_dropout"),
         ("bert", "full", "cudnn_dropout+no_triton_gemm"),
         ("bert", "full", "no_triton_gemm"),
-        ("t5", "full", "default"),
         ("bert", "full", "block_masks"),
         ("bert", "frozen", "cudnn_dropout"),
         ("bert", "lora", "cudnn_dropout"),
@@ -235,7 +252,7 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
         PROFILE="1",
     )
     done = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--cpu"],
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--long", "--cpu"],
         env=env,
         capture_output=True,
         text=True,
@@ -280,6 +297,18 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
     summary = hlo_bytes.main([str(hlo)])
     assert summary["memory_bound_bytes"] > 0
     assert any(k.startswith("bwd encoder/L/") for k in summary["groups"])
+
+
+def test_gpu_check_names_an_unknown_option(tmp_path):
+    done = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--quick"],
+        env=dict(os.environ, OUT=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "unknown option --quick (options: --long, --cpu)" in done.stdout
 
 
 def test_gpu_hlo_names_what_it_needs_without_the_cuda_plugin():
