@@ -114,20 +114,22 @@ extra=(--strategies full,frozen --hf_strategies full,frozen,lora
 # against jaxft's own full step; never measured on a card yet), then T5 (t5:default: its rows,
 # jaxft's and HF's, go here instead of between frozen and LoRA).
 TARGET_ROWS=lora:default,t5:default
-# --long, in this order after the targets: cuDNN's flash attention with cuDNN's dropout masks
-# (attention=cudnn_dropout), alone and with every matmul in cuBLAS (no_triton_gemm), then
-# no_triton_gemm alone: compiled for an H100 by XLA 0.11.2 on the 2-core machine the full step
-# took 13.6-15.4 s by default and 9.3-10.2 with both, which also moved fewer bytes (14.87 GB
-# against 18.12), so these rows decide the compile-time target; the full step with a dropout
-# bank per block (block_masks: the library before its one bank per model, 18.2 s there and 3%
-# fewer bytes); cudnn_dropout for the frozen and LoRA steps; the full step with XLA's fusion
-# autotuner back on (XLA's default, off in jaxft on a GPU since 2026-11-27) and without any
-# autotuning; the frozen and full steps with cudnn_dropout and without XLA's merging of the Q,
-# K and V matmuls (no_dot_merger: each keeps its bias in its epilogue); T5 with cuDNN attention
-# and dropout. A row's compile s is measured in the process that compiled the rows before it,
-# whose GEMM autotuning results XLA keeps and reuses: the first row's (the default full step) is
-# the fresh figure; step 3 compiles the candidate without autotuning.
-DIAGNOSTIC_ROWS=cudnn_dropout,cudnn_dropout+no_triton_gemm,no_triton_gemm,block_masks,frozen:cudnn_dropout,lora:cudnn_dropout,fusion_autotuner,autotune0,frozen:cudnn_dropout+no_dot_merger,cudnn_dropout+no_dot_merger,t5:cudnn_dropout
+# --long, in this order after the targets, first what would decide a default: cuDNN's flash
+# attention with cuDNN's dropout masks (attention=cudnn_dropout), alone and with every matmul in
+# cuBLAS (no_triton_gemm), then no_triton_gemm alone: compiled for an H100 by XLA 0.11.2 on the
+# 2-core machine the full step took 13.5-16.6 s by default and 9.3-10.5 with both, which also
+# moved fewer bytes (14.87 GB against 18.12), so these rows decide the compile-time target;
+# cudnn_dropout for T5 (43 GB against 88 compiled there, 15 s to compile against 35), the
+# frozen and LoRA steps, as a default would change them all; then the library's past choices
+# measured again: the full step with a dropout bank per block (block_masks: the library before
+# its one bank per model, 18.4 s there and 3% fewer bytes), with XLA's fusion autotuner back
+# on (XLA's default, off in jaxft on a GPU since 2026-11-27) and without any autotuning; the
+# frozen and full steps with cudnn_dropout and without XLA's merging of the Q, K and V matmuls
+# (no_dot_merger: each keeps its bias in its epilogue). A row's compile s is measured in the
+# process that compiled the rows before it, whose GEMM autotuning results XLA keeps and reuses:
+# the first row's (the default full step) is the fresh figure; step 3 compiles the candidate
+# without autotuning.
+DIAGNOSTIC_ROWS=cudnn_dropout,cudnn_dropout+no_triton_gemm,no_triton_gemm,t5:cudnn_dropout,frozen:cudnn_dropout,lora:cudnn_dropout,block_masks,fusion_autotuner,autotune0,frozen:cudnn_dropout+no_dot_merger,cudnn_dropout+no_dot_merger
 rows=$TARGET_ROWS
 [[ $long == 1 ]] && rows+=",$DIAGNOSTIC_ROWS"
 [[ "${ABLATIONS:-0}" == 1 ]] || extra+=(--ablations "$rows")

@@ -204,14 +204,14 @@ def test_gpu_check_plans_the_target_rows_first_then_its_ablations_in_order():
         ("bert", "full", "cudnn_dropout"),
         ("bert", "full", "cudnn_dropout+no_triton_gemm"),
         ("bert", "full", "no_triton_gemm"),
-        ("bert", "full", "block_masks"),
+        ("t5", "full", "cudnn_dropout"),
         ("bert", "frozen", "cudnn_dropout"),
         ("bert", "lora", "cudnn_dropout"),
+        ("bert", "full", "block_masks"),
         ("bert", "full", "fusion_autotuner"),
         ("bert", "full", "autotune0"),
         ("bert", "frozen", "cudnn_dropout+no_dot_merger"),
         ("bert", "full", "cudnn_dropout+no_dot_merger"),
-        ("t5", "full", "cudnn_dropout"),
     ]
     assert ("hf", "t5", "full", "eager") in order and ("hf", "bert", "full", "compile") in order
     assert order.count(("hf", "t5", "full", "eager")) == 1
