@@ -33,11 +33,14 @@ ABLATIONS = {
     "the embeddings and the head) cut at static offsets: the library before one hash per model",
     "plain_weight_grads": "on a CPU, weight gradients without the optimization barrier of "
     "layers.project (XLA fuses their operands' transposes into the kernels before them)",
+    "autodiff_bias": "attention biases added as JAX differentiates them (float32 gradients, "
+    "no barrier): the library before attention.add_bias, where XLA sums T5's position-bias "
+    "gradients of every layer in one kernel that recomputes each softmax backward",
 }
 # The ablations that change a T5 step too (scan, remat and attn_* are BERT options).
 T5_ABLATIONS = {"rbg", "float32", "autodiff_ops", "flax_dropout", "autotune0", "softmax_vjp",
                 "cudnn_dropout", "fusion_autotuner", "no_triton_gemm",
-                "plain_weight_grads", "block_masks"}  # fmt: skip
+                "plain_weight_grads", "block_masks", "autodiff_bias"}  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -102,6 +105,14 @@ def softmax_vjp(on: bool):
     from jaxft.models import attention
 
     return swapped(on, (attention, "attention_probs", attention.attention_probs_vjp))
+
+
+def autodiff_bias(on: bool):
+    """While tracing, attention biases added by plain `+` (JAX's float32 gradient) instead of
+    `attention.add_bias`."""
+    from jaxft.models import attention
+
+    return swapped(on, (attention, "add_bias", lambda logits, bias, dtype: logits + bias))
 
 
 def autodiff_ops(on: bool):
@@ -210,6 +221,7 @@ def timed_compile(train_step, state, batch, variant: str):
         softmax_vjp("softmax_vjp" in on),
         plain_weight_grads("plain_weight_grads" in on),
         block_masks("block_masks" in on),
+        autodiff_bias("autodiff_bias" in on),
     ):
         lowered = jax.jit(train_step, donate_argnums=0).lower(state, batch)
     lower_s = time.perf_counter() - start

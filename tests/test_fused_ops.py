@@ -322,3 +322,32 @@ def test_lora_branch_is_scaled_in_float32_under_bf16():
     exact = np.asarray(branch, np.float32) * scale
     assert y.dtype == jnp.bfloat16
     assert abs(float(np.asarray(y, np.float32).sum() / exact.sum()) - 1.0) < 5e-4
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_a_bias_gradient_sums_the_score_gradient_rounded_to_the_scores_dtype(dtype, monkeypatch):
+    scores, (position, padding), cot = _attention_case(dtype)
+    probs = lambda s, p, extra: attention.attention_probs(s, (p, padding, extra), 0.125, 0, None)
+    d_position = jax.vjp(lambda p: probs(scores, p, jnp.zeros(scores.shape)), position)[1](cot)[0]
+    # the logits' own float32 gradient: a zero bias of the scores' shape, added by plain `+`
+    monkeypatch.setattr(attention, "add_bias", lambda logits, bias, dtype: logits + bias)
+    d_logits = jax.vjp(lambda e: probs(scores, position, e), jnp.zeros(scores.shape))[1](cot)[0]
+    expected = jnp.sum(d_logits.astype(dtype).astype(jnp.float32), axis=0, keepdims=True)
+    assert d_position.dtype == jnp.float32 and d_position.shape == position.shape
+    np.testing.assert_allclose(np.asarray(d_position), np.asarray(expected), rtol=1e-6, atol=1e-7)
+
+
+def test_each_calls_bias_gradient_is_summed_behind_its_own_barrier():
+    # T5 shares one position bias among its layers; XLA must not merge their sums into one
+    # reduction that recomputes every layer's softmax backward (attention.add_bias)
+    scores, (position, padding), cot = _attention_case(jnp.bfloat16)
+    two_layers = lambda p: jnp.sum(
+        attention.attention_probs(scores, (p, padding))
+        * attention.attention_probs(scores * 2, (p, padding))
+    )
+    jaxpr = jax.make_jaxpr(jax.grad(two_layers))(position).jaxpr
+    barriers = [e for e in jaxpr.eqns if e.primitive.name == "optimization_barrier"]
+    # per call, the position bias's summed gradient, and the rounded score gradient it sums
+    shapes = [tuple(e.outvars[0].aval.shape) for e in barriers]
+    assert shapes.count(position.shape) == 2
+    assert shapes.count(scores.shape) >= 2
