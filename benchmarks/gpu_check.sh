@@ -6,8 +6,10 @@
 # about 20 s to start, 45 s of tests on the GPU (XLA takes 5-10 s per small program there; the
 # cuDNN tests first), then rows started until a 240 s budget is spent, the HF rows first (about
 # 100 s on an H100), and a started row is killed 45 s past the budget (on the H100 of
-# 2026-11-27 a BERT-base full row took 45 s, 34 s of it compiling, and the T5 row 2 minutes; the
-# code compiles faster since, so the T5 row, the plan's last, should now fit).
+# 2026-11-27 a BERT-base full row took 45 s, 34 s of it compiling, and the T5 row 2 minutes, 94
+# s of it compiling; compiled on the 2-core machine without a card, the BERT step now takes
+# 13.5-16.6 s against 24-25 s for that day's code, and the T5 step 23-25 s against 48 s for the
+# eighth session's, so the T5 row, the plan's last, should now fit).
 #
 # --long adds, in about 9.5 minutes in all, before/after rows after the targets (cuDNN's flash
 # attention with its own dropout for the full, frozen and LoRA steps and T5; Triton matmuls; XLA's
