@@ -33,6 +33,8 @@ ABLATIONS = {
     "the embeddings and the head) cut at static offsets: the library before one hash per model",
     "plain_weight_grads": "on a CPU, weight gradients without the optimization barrier of "
     "layers.project (XLA fuses their operands' transposes into the kernels before them)",
+    "f32_head_loss": "T5's tied LM head in float32 and optax's cross-entropy by autodiff (the "
+    "library before t5.tied_logits and step.cross_entropy)",
     "autodiff_bias": "attention biases added as JAX differentiates them (float32 gradients, "
     "no barrier): the library before attention.add_bias, where XLA sums T5's position-bias "
     "gradients of every layer in one kernel that recomputes each softmax backward",
@@ -40,7 +42,8 @@ ABLATIONS = {
 # The ablations that change a T5 step too (scan, remat and attn_* are BERT options).
 T5_ABLATIONS = {"rbg", "float32", "autodiff_ops", "flax_dropout", "autotune0", "softmax_vjp",
                 "cudnn_dropout", "fusion_autotuner", "no_triton_gemm",
-                "plain_weight_grads", "block_masks", "autodiff_bias"}  # fmt: skip
+                "plain_weight_grads", "block_masks", "autodiff_bias",
+                "f32_head_loss"}  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -113,6 +116,27 @@ def autodiff_bias(on: bool):
     from jaxft.models import attention
 
     return swapped(on, (attention, "add_bias", lambda logits, bias, dtype: logits + bias))
+
+
+def f32_head_loss(on: bool):
+    """While tracing, T5's tied LM head in float32 and the cross-entropy as optax's, which JAX
+    differentiates (a scatter of the labels' -1 into an array of the float32 logits' shape)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from jaxft.models import t5
+    from jaxft.train import step
+
+    def optax_loss(logits, labels, label_smoothing=0.0):
+        x = logits.astype(jnp.float32)
+        if not label_smoothing:
+            return optax.softmax_cross_entropy_with_integer_labels(x, labels)
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, x.shape[-1]), label_smoothing)
+        return optax.softmax_cross_entropy(x, targets)
+
+    f32_head = lambda h, embedding, dtype: jnp.dot(h.astype(jnp.float32), embedding.T)
+    return swapped(on, (t5, "tied_logits", f32_head), (step, "cross_entropy", optax_loss))
 
 
 def autodiff_ops(on: bool):
@@ -222,6 +246,7 @@ def timed_compile(train_step, state, batch, variant: str):
         plain_weight_grads("plain_weight_grads" in on),
         block_masks("block_masks" in on),
         autodiff_bias("autodiff_bias" in on),
+        f32_head_loss("f32_head_loss" in on),
     ):
         lowered = jax.jit(train_step, donate_argnums=0).lower(state, batch)
     lower_s = time.perf_counter() - start

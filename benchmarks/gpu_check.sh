@@ -127,12 +127,14 @@ TARGET_ROWS=lora:default,t5:default
 # its one bank per model, 18.4 s there and 3% fewer bytes), with XLA's fusion autotuner back
 # on (XLA's default, off in jaxft on a GPU since 2026-11-27) and without any autotuning; the
 # frozen and full steps with cudnn_dropout and without XLA's merging of the Q, K and V matmuls
-# (no_dot_merger: each keeps its bias in its epilogue); T5 with its position bias's gradient
-# summed by autodiff (t5:autodiff_bias: 10 GB more compiled for an H100). A row's compile s is measured in the
+# (no_dot_merger: each keeps its bias in its epilogue); T5 as the ninth session left it: its
+# position bias's gradient summed by autodiff, its tied LM head in float32 and optax's
+# cross-entropy (t5:autodiff_bias+f32_head_loss: 12 GB more compiled for an H100, and the
+# 32,128-way matmuls in float32). A row's compile s is measured in the
 # process that compiled the rows before it, whose GEMM autotuning results XLA keeps and reuses:
 # the first row's (the default full step) is the fresh figure; step 3 compiles the candidate
 # without autotuning.
-DIAGNOSTIC_ROWS=cudnn_dropout,cudnn_dropout+no_triton_gemm,no_triton_gemm,t5:cudnn_dropout,frozen:cudnn_dropout,lora:cudnn_dropout,block_masks,fusion_autotuner,autotune0,frozen:cudnn_dropout+no_dot_merger,cudnn_dropout+no_dot_merger,t5:autodiff_bias
+DIAGNOSTIC_ROWS=cudnn_dropout,cudnn_dropout+no_triton_gemm,no_triton_gemm,t5:cudnn_dropout,frozen:cudnn_dropout,lora:cudnn_dropout,block_masks,fusion_autotuner,autotune0,frozen:cudnn_dropout+no_dot_merger,cudnn_dropout+no_dot_merger,t5:autodiff_bias+f32_head_loss
 rows=$TARGET_ROWS
 [[ $long == 1 ]] && rows+=",$DIAGNOSTIC_ROWS"
 [[ "${ABLATIONS:-0}" == 1 ]] || extra+=(--ablations "$rows")

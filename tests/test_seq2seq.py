@@ -7,7 +7,9 @@ import logging
 import random
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxft import cli
@@ -128,6 +130,48 @@ def test_label_smoothed_loss_matches_torch():
     weights[2] = 0.0
     only_two = step.seq2seq_loss(logits[:2], labels[:2], np.ones(2, np.float32))
     assert float(step.seq2seq_loss(logits, labels, weights)) == pytest.approx(float(only_two))
+
+
+def test_label_smoothed_loss_gradient_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 3, size=(3, 5, 11)).astype(np.float32)
+    labels = rng.integers(0, 11, size=(3, 5)).astype(np.int32)
+    labels[1, 3:] = -100
+    weights = np.array([1, 1, 0], np.float32)  # the third row is batch padding
+    for eps in (0.0, 0.1):
+        loss_of = lambda x, eps=eps: step.seq2seq_loss(x, labels, weights, eps)
+        ours = jax.grad(loss_of)(jnp.asarray(logits))
+        x = torch.tensor(logits[:2], requires_grad=True)
+        loss = torch.nn.CrossEntropyLoss(ignore_index=-100, label_smoothing=eps)
+        loss(x.reshape(-1, 11), torch.tensor(labels[:2]).long().reshape(-1)).backward()
+        np.testing.assert_allclose(np.asarray(ours[:2]), x.grad.numpy(), atol=1e-7)
+        assert not np.any(np.asarray(ours[2]))  # padding rows and ignored tokens: no gradient
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_cross_entropy_is_optaxs_with_one_kernel_for_its_backward(eps):
+    rng = np.random.default_rng(2)
+    logits = jnp.asarray(rng.normal(0, 3, size=(4, 6, 13)), jnp.bfloat16)
+    labels = jnp.asarray(rng.integers(0, 13, size=(4, 6)), jnp.int32)
+    cot = jnp.asarray(rng.normal(size=(4, 6)), jnp.float32)
+
+    def optax_form(x):
+        x = x.astype(jnp.float32)
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, 13), eps)
+        return optax.softmax_cross_entropy(x, targets)
+
+    ours, vjp = jax.vjp(lambda x: step.cross_entropy(x, labels, eps), logits)
+    theirs, vjp_ref = jax.vjp(optax_form, logits)
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-6, atol=1e-6)
+    (d_ours,), (d_theirs,) = vjp(cot), vjp_ref(cot)
+    assert d_ours.dtype == jnp.bfloat16  # the logits' dtype
+    np.testing.assert_allclose(
+        np.asarray(d_ours, np.float32), np.asarray(d_theirs, np.float32), rtol=1e-2, atol=1e-3
+    )
+    # the backward reads the logits and their log-sum-exp, no scatter of the labels' -1
+    jaxpr = jax.make_jaxpr(vjp)(cot).jaxpr
+    assert not [e for e in jaxpr.eqns if "scatter" in e.primitive.name]
 
 
 def test_seq2seq_batches_pad_targets_with_ignore_ids():

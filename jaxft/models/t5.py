@@ -443,6 +443,13 @@ def shift_right(labels, start_id: int, pad_id: int):
     return jnp.where(shifted == -100, pad_id, shifted)
 
 
+def tied_logits(h, embedding, dtype) -> jax.Array:
+    """The tied LM head: h · embeddingᵀ in the compute dtype, as the untied head's Dense and
+    PyTorch's autocast run it (float32 had made T5-base's largest matmul, 32,128-way, and its
+    logits float32)."""
+    return jnp.dot(h.astype(dtype), embedding.astype(dtype).T)
+
+
 class T5Model(nn.Module):
     """T5 encoder-decoder with an LM head (`encoder_only=True`: the encoder alone).
 
@@ -506,7 +513,7 @@ class T5Model(nn.Module):
         if self.config.scale_decoder_outputs:
             h = h * (self.config.d_model**-0.5)
         if self.config.tie_word_embeddings:
-            logits = self.shared.attend(h.astype(jnp.float32))
+            logits = tied_logits(h, self.shared.embedding, self.dtype)
         else:
             logits = self.lm_head(h)
         return logits.astype(jnp.float32)

@@ -1,5 +1,7 @@
 """Pure train and eval steps; callers jit them (with donation) where they are used."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -54,13 +56,47 @@ def token_losses(logits, labels, weights, label_smoothing: float = 0.0):
     `CrossEntropyLoss(label_smoothing=eps)`."""
     valid = (labels >= 0) & (weights[:, None] > 0)
     safe = jnp.where(valid, labels, 0)
-    logits = logits.astype(jnp.float32)
-    if label_smoothing:
-        targets = optax.smooth_labels(jax.nn.one_hot(safe, logits.shape[-1]), label_smoothing)
-        per_token = optax.softmax_cross_entropy(logits, targets)
-    else:
-        per_token = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
+    per_token = cross_entropy(logits, safe, float(label_smoothing))
     return jnp.sum(per_token * valid), jnp.sum(valid)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def cross_entropy(logits, labels, label_smoothing: float = 0.0) -> jax.Array:
+    """Softmax cross-entropy of `logits` [..., classes] (any float dtype, computed in float32)
+    against integer `labels` [...], with the target putting `1 - eps` on the label and
+    `eps / classes` on every class (as optax's `softmax_cross_entropy` of smoothed one-hot
+    labels, torch's `CrossEntropyLoss(label_smoothing=eps)`).
+
+    Its backward pass is one elementwise kernel over the logits, `softmax - target` in float32
+    written in the logits' dtype, where autodiff of optax's form scattered the label's -1 into a
+    float32 array of the logits' shape and multiplied another: with T5-base's 32,128-way logits
+    for 32 x 128 target tokens, the step compiled for an H100 moves 1.05 GB less outside its
+    matmuls (`--ablations t5:f32_head_loss` in the benchmarks is the form before)."""
+    return _cross_entropy_fwd(logits, labels, label_smoothing)[0]
+
+
+def _cross_entropy_fwd(logits, labels, label_smoothing):
+    x = logits.astype(jnp.float32)
+    log_sum = jax.nn.logsumexp(x, axis=-1)
+    picked = jnp.take_along_axis(x, labels[..., None], axis=-1)[..., 0]
+    loss = log_sum - picked
+    if label_smoothing:
+        loss = log_sum - (1 - label_smoothing) * picked - label_smoothing * jnp.mean(x, axis=-1)
+    return loss, (logits, labels, log_sum)
+
+
+def _cross_entropy_bwd(label_smoothing, saved, grad):
+    logits, labels, log_sum = saved
+    x = logits.astype(jnp.float32)
+    classes = jax.lax.broadcasted_iota(labels.dtype, x.shape, x.ndim - 1)
+    target = jnp.where(classes == labels[..., None], 1.0 - label_smoothing, 0.0)
+    if label_smoothing:
+        target = target + label_smoothing / x.shape[-1]
+    d_logits = (jnp.exp(x - log_sum[..., None]) - target) * grad[..., None]
+    return d_logits.astype(logits.dtype), None
+
+
+cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
 
 
 def seq2seq_loss(logits, labels, weights, label_smoothing: float = 0.0):
