@@ -27,12 +27,8 @@ def attention_probs(scores, biases, scale=1.0, rate=0.0, keep=None, dtype=None) 
     JAX differentiates it; `attention_probs_vjp` is the same with a hand-written backward.
     """
     _check_biases(scores, biases)
-    logits = scores.astype(jnp.float32)
-    if scale != 1.0:
-        logits = logits * scale
-    for bias in biases:
-        logits = add_bias(logits, bias, scores.dtype)
-    probs = jax.nn.softmax(logits, axis=-1)
+    add = lambda logits, bias: add_bias(logits, bias, scores.dtype)
+    probs = jax.nn.softmax(_logits(scores, biases, scale, add), axis=-1)
     return apply_mask(probs, rate, keep).astype(dtype or scores.dtype)
 
 
@@ -107,12 +103,12 @@ def attention_probs_vjp(scores, biases, scale=1.0, rate=0.0, keep=None, dtype=No
     return _attention_probs(scores, biases, keep, float(scale), kept_scale, dtype)
 
 
-def _logits(scores, biases, scale):
+def _logits(scores, biases, scale, add=jnp.add):
     logits = scores.astype(jnp.float32)
     if scale != 1.0:
         logits = logits * scale
     for bias in biases:
-        logits = logits + bias
+        logits = add(logits, bias)
     return logits
 
 

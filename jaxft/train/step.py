@@ -79,9 +79,10 @@ def _cross_entropy_fwd(logits, labels, label_smoothing):
     x = logits.astype(jnp.float32)
     log_sum = jax.nn.logsumexp(x, axis=-1)
     picked = jnp.take_along_axis(x, labels[..., None], axis=-1)[..., 0]
-    loss = log_sum - picked
+    # -log softmax averaged over the target: 1 - eps on the label, eps spread over every class
+    loss = log_sum - (1 - label_smoothing) * picked
     if label_smoothing:
-        loss = log_sum - (1 - label_smoothing) * picked - label_smoothing * jnp.mean(x, axis=-1)
+        loss = loss - label_smoothing * jnp.mean(x, axis=-1)
     return loss, (logits, labels, log_sum)
 
 
