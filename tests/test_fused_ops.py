@@ -335,6 +335,10 @@ def test_a_bias_gradient_sums_the_score_gradient_rounded_to_the_scores_dtype(dty
     expected = jnp.sum(d_logits.astype(dtype).astype(jnp.float32), axis=0, keepdims=True)
     assert d_position.dtype == jnp.float32 and d_position.shape == position.shape
     np.testing.assert_allclose(np.asarray(d_position), np.asarray(expected), rtol=1e-6, atol=1e-7)
+    monkeypatch.undo()  # a bias of another dtype gets its gradient in that dtype
+    half = position.astype(jnp.bfloat16)
+    d_half = jax.vjp(lambda p: probs(scores, p, jnp.zeros(scores.shape)), half)[1](cot)[0]
+    assert d_half.dtype == jnp.bfloat16
 
 
 def test_each_calls_bias_gradient_is_summed_behind_its_own_barrier():

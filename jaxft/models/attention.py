@@ -50,11 +50,11 @@ def add_bias(logits: jax.Array, bias: jax.Array, dtype) -> jax.Array:
 
 
 def _add_bias_fwd(logits, bias, dtype):
-    return logits + bias, bias.shape
+    return logits + bias, bias  # kept for its shape and dtype (T5's is already alive)
 
 
-def _add_bias_bwd(dtype, bias_shape, grad):
-    return grad, bias_gradient(grad, bias_shape, dtype)
+def _add_bias_bwd(dtype, bias, grad):
+    return grad, bias_gradient(grad, bias.shape, dtype).astype(bias.dtype)
 
 
 def bias_gradient(d_logits, bias_shape, dtype) -> jax.Array:
