@@ -6,10 +6,10 @@
 # about 20 s to start, 45 s of tests on the GPU (XLA takes 5-10 s per small program there; the
 # cuDNN tests first), then rows started until a 240 s budget is spent, the HF rows first (about
 # 100 s on an H100), and a started row is killed 45 s past the budget (on the H100 of
-# 2026-11-27 a BERT-base full row took 45 s, 34 s of it compiling, and the T5 row 2 minutes, 94
-# s of it compiling; compiled on the 2-core machine without a card, the BERT step now takes
-# 13.5-16.6 s against 24-25 s for that day's code, and the T5 step 23-25 s against 48 s for the
-# eighth session's, so the T5 row, the plan's last, should now fit).
+# 2026-11-27 a BERT-base full row took 45 s, 34 s of it compiling, and the T5 row 2 minutes,
+# 94 s of it compiling; compiled on the 2-core machine without a card, the BERT step now takes
+# 13.5-16.6 s against 24-25 s for that day's code, and the T5 step 22.6-24.7 s against 48 s for
+# the eighth session's, so the T5 row, the plan's last, should now fit).
 #
 # --long adds, in about 9.5 minutes in all, before/after rows after the targets (cuDNN's flash
 # attention with its own dropout for the full, frozen and LoRA steps and T5; Triton matmuls; XLA's
@@ -121,7 +121,7 @@ TARGET_ROWS=lora:default,t5:default
 # cuBLAS (no_triton_gemm), then no_triton_gemm alone: compiled for an H100 by XLA 0.11.2 on the
 # 2-core machine the full step took 13.5-16.6 s by default and 9.3-10.5 with both, which also
 # moved fewer bytes (14.87 GB against 18.12), so these rows decide the compile-time target;
-# cudnn_dropout for T5 (43 GB against 88 compiled there, 15 s to compile against 35), the
+# cudnn_dropout for T5 (41 GB against 76 compiled there, 16 s to compile against 23), the
 # frozen and LoRA steps, as a default would change them all; then the library's past choices
 # measured again: the full step with a dropout bank per block (block_masks: the library before
 # its one bank per model, 18.4 s there and 3% fewer bytes), with XLA's fusion autotuner back
