@@ -31,7 +31,10 @@ NO_WORK = {"parameter", "get-tuple-element", "tuple", "bitcast", "constant", "fu
 # A fusion-start is XLA's asynchronous form of a fusion (in a scanned layer's loop, the slicing of
 # one layer's weights and the stacking of its residuals).
 FUSIONS = ("fusion", "fusion-start")
+# A library matmul is a custom call whose target names one (cuBLAS, cuBLASLt); cuDNN's attention
+# kernels are not, though their backend config names its "gemm" dimension numbers.
 LIBRARY_MATMUL = re.compile(r"cublas|gemm|matmul", re.IGNORECASE)
+CALL_TARGET = re.compile(r'custom_call_target="([^"]*)"')
 COMPUTATION = re.compile(r"^%?([\w.\-]+) \(.*\) -> .*\{$")
 
 
@@ -134,7 +137,8 @@ def _kernels(lines: list[str], bodies: dict, sizes: dict, trips: int) -> list[di
             continue
         name, result, op, operands, attrs = m.groups()
         attrs = attrs or ""
-        matmul = op == "custom-call" and bool(LIBRARY_MATMUL.search(attrs))
+        target = CALL_TARGET.search(attrs)
+        matmul = op == "custom-call" and bool(target and LIBRARY_MATMUL.search(target.group(1)))
         sizes[name] = shape_bytes(result, skip_scratch=matmul)
         if op in NO_WORK:
             continue
