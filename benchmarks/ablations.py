@@ -23,6 +23,7 @@ ABLATIONS = {
     "autotune0": "compiled with xla_gpu_autotune_level=0 (library GEMM heuristics, no autotuning)",
     "softmax_vjp": "attention softmax and dropout with their own backward (attention_probs_vjp)",
     "cudnn_dropout": "attention='cudnn_dropout': cuDNN flash attention with cuDNN's dropout",
+    "flash": "attention='flash': jaxft's Pallas flash attention, its dropout drawn in the kernel",
     "no_dot_merger": "compiled with xla_gpu_dot_merger_threshold_mb=0 (Q, K, V matmuls apart, "
     "each with its bias in its epilogue)",
     "no_triton_gemm": "compiled with xla_gpu_enable_triton_gemm=false (cuBLAS for every matmul: "
@@ -196,6 +197,8 @@ def jaxft_settings(variant: str, dtype: str) -> dict:
         s["remat"] = "dots"
     if "cudnn_dropout" in on:
         s["attention"] = "cudnn_dropout"
+    if "flash" in on:
+        s["attention"] = "flash"
     if on & {"attn_explicit", "attn_fused"}:
         s["attention_dropout"] = 0.0
         s["attention"] = "explicit" if "attn_explicit" in on else "fused"

@@ -85,10 +85,12 @@ fi
 # 1. Parity with HF PyTorch (float32, max abs diff <= 1e-4), JAX on this device. The real MiniLM
 #    test needs its asset package, which is not on the GPU machine (90 MB, over what travels).
 echo "== parity tests"
-# The cuDNN attention tests first: only a GPU can run them (cuDNN's dropout: new masks each step,
+# The GPU-only attention tests first: jaxft's flash kernels compiled by Triton against their
+# reference (the same masks written out), then cuDNN's (cuDNN's dropout: new masks each step,
 # the backward's masks the forward's, each layer its own). Then dropout masks as the GPU
 # compiles them (rate and independence of neighbours).
-parity_tests=(tests/test_attention_kernels.py::test_cudnn_attention_matches_explicit_in_bf16
+parity_tests=(tests/test_flash.py::test_triton_kernels_match_the_reference_in_bf16
+  tests/test_attention_kernels.py::test_cudnn_attention_matches_explicit_in_bf16
   tests/test_attention_kernels.py::test_cudnn_dropout_masks_change_every_step_and_the_backward_uses_the_forward_mask
   tests/test_attention_kernels.py::test_cudnn_dropout_bert_trains_and_its_layers_draw_their_own_masks
   tests/test_attention_kernels.py::test_t5_cudnn_dropout_trains_and_draws_new_masks_each_step
@@ -110,31 +112,33 @@ cpu_extra=()
 # HF rows for the targets and PEFT LoRA (LoRA's target is against jaxft's own full step; the
 # PEFT row, about 15 s in the torch child, gives the jaxft/PEFT ratio the issue asks for too).
 extra=(--strategies full,frozen --hf_strategies full,frozen,lora
-  --save_hlo bert_full,bert_frozen,bert_full_cudnn_dropout,bert_frozen_cudnn_dropout,t5_full,t5_full_cudnn_dropout
+  --save_hlo bert_full,bert_frozen,bert_full_flash,bert_full_cudnn_dropout,bert_frozen_cudnn_dropout,t5_full,t5_full_cudnn_dropout
   "${cpu_extra[@]}")
 # After full and frozen, the other target rows: LoRA as the library runs it (its target is
 # against jaxft's own full step; never measured on a card yet), then T5 (t5:default: its rows,
 # jaxft's and HF's, go here instead of between frozen and LoRA).
 TARGET_ROWS=lora:default,t5:default
-# --long, in this order after the targets, first what would decide a default: cuDNN's flash
-# attention with cuDNN's dropout masks (attention=cudnn_dropout), alone and with every matmul in
-# cuBLAS (no_triton_gemm), then no_triton_gemm alone: compiled for an H100 by XLA 0.11.2 on the
-# 2-core machine the full step took 13.5-16.6 s by default and 9.3-10.5 with both, which also
-# moved fewer bytes (14.87 GB against 18.12), so these rows decide the compile-time target;
-# cudnn_dropout for T5 (41 GB against 76 compiled there, 16 s to compile against 23), the
-# frozen and LoRA steps, as a default would change them all; then the library's past choices
-# measured again: the full step with a dropout bank per block (block_masks: the library before
-# its one bank per model, 18.4 s there and 3% fewer bytes), with XLA's fusion autotuner back
-# on (XLA's default, off in jaxft on a GPU since 2026-11-27) and without any autotuning; the
-# frozen and full steps with cudnn_dropout and without XLA's merging of the Q, K and V matmuls
-# (no_dot_merger: each keeps its bias in its epilogue); T5 as the ninth session left it: its
-# position bias's gradient summed by autodiff, its tied LM head in float32 and optax's
-# cross-entropy (t5:autodiff_bias+f32_head_loss: 12 GB more compiled for an H100, and the
-# 32,128-way matmuls in float32). A row's compile s is measured in the
-# process that compiled the rows before it, whose GEMM autotuning results XLA keeps and reuses:
-# the first row's (the default full step) is the fresh figure; step 3 compiles the candidate
-# without autotuning.
-DIAGNOSTIC_ROWS=cudnn_dropout,cudnn_dropout+no_triton_gemm,no_triton_gemm,t5:cudnn_dropout,frozen:cudnn_dropout,lora:cudnn_dropout,block_masks,fusion_autotuner,autotune0,frozen:cudnn_dropout+no_dot_merger,cudnn_dropout+no_dot_merger,t5:autodiff_bias+f32_head_loss
+# --long, in this order after the targets, first what would decide a default: jaxft's own
+# Pallas flash attention with its dropout drawn in the kernel (attention=flash: jaxft's masks,
+# a function of the step's key and the example, no caveat), cuDNN's (attention=cudnn_dropout:
+# cuDNN's masks, which follow this process's step count), flash with every matmul in cuBLAS
+# (no_triton_gemm), then no_triton_gemm alone: compiled for an H100 by XLA 0.11.2 on the
+# 2-core machine, flash and cudnn_dropout moved the same 15.76 GB per full step against 18.12
+# (929 kernels against 1,072), and no_triton_gemm compiles 2-4 s faster there, so these rows
+# decide the full-step and compile-time targets; then flash for the frozen and LoRA steps, as
+# a default would change them all; cudnn_dropout for T5 (jaxft's kernel takes no position
+# bias), the frozen and LoRA steps; then the library's past choices measured again: the full
+# step with a dropout bank per block (block_masks: the library before its one bank per model,
+# 18.4 s there and 3% fewer bytes), with XLA's fusion autotuner back on (XLA's default, off in
+# jaxft on a GPU since 2026-11-27) and without any autotuning; the frozen and full steps with
+# cudnn_dropout and without XLA's merging of the Q, K and V matmuls (no_dot_merger: each keeps
+# its bias in its epilogue); T5 as the ninth session left it: its position bias's gradient
+# summed by autodiff, its tied LM head in float32 and optax's cross-entropy
+# (t5:autodiff_bias+f32_head_loss: 12 GB more compiled for an H100, and the 32,128-way matmuls
+# in float32). A row's compile s is measured in the process that compiled the rows before it,
+# whose GEMM autotuning results XLA keeps and reuses: the first row's (the default full step)
+# is the fresh figure; step 3 compiles the candidate without autotuning.
+DIAGNOSTIC_ROWS=flash,cudnn_dropout,flash+no_triton_gemm,no_triton_gemm,frozen:flash,lora:flash,t5:cudnn_dropout,frozen:cudnn_dropout,lora:cudnn_dropout,cudnn_dropout+no_triton_gemm,block_masks,fusion_autotuner,autotune0,frozen:cudnn_dropout+no_dot_merger,cudnn_dropout+no_dot_merger,t5:autodiff_bias+f32_head_loss
 rows=$TARGET_ROWS
 [[ $long == 1 ]] && rows+=",$DIAGNOSTIC_ROWS"
 [[ "${ABLATIONS:-0}" == 1 ]] || extra+=(--ablations "$rows")
@@ -160,13 +164,13 @@ fi
 # 3. Where the BERT full step's compile time goes on this host: the same step compiled for the
 #    card's target config without running it (no GEMM autotuning), split by XLA's own timers
 #    (HLO passes, the slowest of them, LLVM and PTX), by default and with the compile-time
-#    candidate (cudnn_dropout+no_triton_gemm), with no autotuning whose results the second
-#    could reuse. Set against the throughput rows' compile s, it tells host compiling from
+#    candidate (flash+no_triton_gemm), with no autotuning whose results the second could
+#    reuse. Set against the throughput rows' compile s, it tells host compiling from
 #    autotuning. About 35 s.
 if [[ $mode == gpu && $long == 1 && -s "$OUT/gpu_target_config.pbtxt" ]]; then
   echo "== compile phases (gpu_hlo.py --phases)"
   timeout 75 "$PY" benchmarks/gpu_hlo.py --target "$OUT/gpu_target_config.pbtxt" \
-    --variants default,cudnn_dropout+no_triton_gemm --phases --out "$OUT/compile_phases" 2>&1 \
+    --variants default,flash+no_triton_gemm --phases --out "$OUT/compile_phases" 2>&1 \
     | grep -v "^[WI][0-9]"
 fi
 

@@ -32,6 +32,7 @@ def defaults() -> ml_collections.ConfigDict:
     # Speed options (results equal up to float rounding, dropout masks aside; scan_layers and
     # remat: BERT family). auto (BERT: cuDNN flash on GPU in bf16 where no dropout; T5: explicit)
     # | explicit | fused | cudnn_dropout (cuDNN flash with cuDNN's dropout masks in training too)
+    # | flash (BERT family: jaxft's Pallas flash kernel in training, its dropout in the kernel)
     c.attention = "auto"
     c.scan_layers = False  # compile one layer body and run it with lax.scan over the layers
     c.remat = "none"  # none | full | dots: recompute activations in backward (less memory)

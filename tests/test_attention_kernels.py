@@ -156,8 +156,17 @@ def test_attention_kernel_choice():
     # under lax.scan cuDNN's mask counter would pair a layer's backward with another's forward
     assert attention.attention_kernel("cudnn_dropout", bf16, 64, True, scanned=True) is None
     assert attention.attention_kernel("cudnn_dropout", bf16, 64, False, scanned=True) == cudnn
+    # flash: jaxft's kernel with dropout on, on a GPU in bf16, where the caller says the
+    # sequence length and the kernel takes it; as auto otherwise
+    flash = "flash" if ON_GPU else None
+    assert attention.attention_kernel("flash", bf16, 64, True, flash_seq=128) == flash
+    assert attention.attention_kernel("flash", bf16, 64, True, scanned=True, flash_seq=128) == flash
+    assert attention.attention_kernel("flash", bf16, 64, True) is None  # no length: explicit
+    assert attention.attention_kernel("flash", bf16, 64, True, flash_seq=40) is None
+    assert attention.attention_kernel("flash", jnp.float32, 64, True, flash_seq=128) is None
+    assert attention.attention_kernel("flash", bf16, 64, False, flash_seq=128) == cudnn
     with pytest.raises(ValueError, match="unknown attention"):
-        attention.attention_kernel("flash", bf16, 64, False)
+        attention.attention_kernel("flashy", bf16, 64, False)
 
 
 def test_fused_attention_refuses_dropout_outside_cudnn():
@@ -367,6 +376,12 @@ def test_the_experiment_sets_attention_and_the_dropout_seed_of_either_family():
     cfg.scan_layers = True
     with pytest.raises(UserError, match="BERT family only"):
         loop.with_speed_options(t5.T5Model(T5_CONFIG), cfg)
-    cfg.attention = "flash"
-    with pytest.raises(UserError, match="attention='flash'; use one of .*cudnn_dropout"):
+    cfg.scan_layers = False
+    cfg.attention = "flash"  # jaxft's kernel: the BERT family's attention, no position bias
+    validate(cfg)
+    assert loop.with_speed_options(_model(), cfg).config.attention == "flash"
+    with pytest.raises(UserError, match="attention='flash' .* for the BERT family"):
+        loop.with_speed_options(t5.T5Model(T5_CONFIG), cfg)
+    cfg.attention = "flashy"
+    with pytest.raises(UserError, match="attention='flashy'; use one of .*cudnn_dropout, flash"):
         validate(cfg)

@@ -7,7 +7,7 @@ import zlib
 import jax
 import jax.numpy as jnp
 
-from jaxft.models import backend
+from jaxft.models import backend, flash
 from jaxft.models.dropout import apply_mask, keep_scale
 
 
@@ -164,7 +164,7 @@ def _attention_probs_bwd(scale, kept_scale, dtype, saved, grad):
 _attention_probs.defvjp(_attention_probs_fwd, _attention_probs_bwd)
 
 
-ATTENTION_OPTIONS = ("auto", "explicit", "fused", "cudnn_dropout")
+ATTENTION_OPTIONS = ("auto", "explicit", "fused", "cudnn_dropout", "flash")
 
 
 def attention_kernel(
@@ -174,6 +174,7 @@ def attention_kernel(
     dropout: bool,
     explicit_only: bool = False,
     scanned: bool = False,
+    flash_seq: int | None = None,
 ) -> str | None:
     """Which fused implementation runs attention, or None for the explicit
     einsum-softmax-einsum (the one that supports jaxft's dropout masks, learned prefixes and
@@ -184,14 +185,19 @@ def attention_kernel(
       implementation elsewhere;
     - "auto": fused on a GPU in bf16/fp16 where cuDNN takes the shape, else explicit;
     - "cudnn_dropout": as "auto", and with attention `dropout` on, cuDNN's flash kernel with
-      cuDNN's own dropout (`fused_attention`'s `dropout_rate`) instead of the explicit path.
+      cuDNN's own dropout (`fused_attention`'s `dropout_rate`) instead of the explicit path;
+    - "flash": as "auto", and with attention `dropout` on, jaxft's own Pallas flash kernel
+      (`flash.attention`, "flash") on a GPU in bf16/fp16, which draws jaxft's dropout inside
+      the kernel, where the caller passes `flash_seq`, its sequence length (self-attention
+      without a bias: the BERT family), and the kernel takes it (`flash.supports`).
 
-    With `dropout` on ("cudnn_dropout" aside) or `explicit_only` (learned prefixes, a decode
-    cache), the explicit path: neither `jax.nn.dot_product_attention` implementation has
-    dropout or takes a non-right-padded mask. Layers `scanned` by lax.scan keep the explicit
-    path for dropout too: one cuDNN call in the loop body advances its mask counter once per
-    layer, forward in layer order and backward in reverse, so the backward pass of a layer
-    would not drop what its forward pass dropped.
+    With `dropout` on ("cudnn_dropout" and "flash" aside) or `explicit_only` (learned prefixes,
+    a decode cache), the explicit path: neither `jax.nn.dot_product_attention` implementation
+    has dropout or takes a non-right-padded mask. Layers `scanned` by lax.scan keep the
+    explicit path for cuDNN's dropout: one cuDNN call in the loop body advances its mask
+    counter once per layer, forward in layer order and backward in reverse, so the backward
+    pass of a layer would not drop what its forward pass dropped (jaxft's kernel draws from the
+    layer's seeds, scanned or not).
     """
     if option not in ATTENTION_OPTIONS:
         raise ValueError(f"unknown attention {option!r}; choose from {ATTENTION_OPTIONS}")
@@ -199,6 +205,9 @@ def attention_kernel(
         return None
     half = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
     cudnn_ok = backend.on_gpu() and half and head_dim % 8 == 0 and head_dim <= 128
+    if dropout and option == "flash":
+        gpu_half = backend.on_gpu() and half
+        return "flash" if gpu_half and flash_seq and flash.supports(flash_seq, head_dim) else None
     if dropout:
         return "cudnn" if option == "cudnn_dropout" and cudnn_ok and not scanned else None
     if option == "fused":

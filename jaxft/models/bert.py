@@ -21,9 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxft.models import attention as attention_lib
+from jaxft.models import flash
 from jaxft.models import heads as heads_lib
 from jaxft.models import layers as layers_lib
-from jaxft.models.dropout import apply_mask, grouped_site_masks, site_masks
+from jaxft.models.dropout import SeedSite, apply_mask, grouped_site_masks, site_masks
 from jaxft.models.layers import Adapter, Dense, Dtype, activation, remat_policy
 from jaxft.models.norms import LayerNorm
 from jaxft.models.outputs import ModelOutput
@@ -57,7 +58,8 @@ class BertConfig:
     # (each layer's readers compile once), "static" (no copy: a frozen backbone's choice).
     dropout_offsets: str = "runtime"
     # Speed options, set by the experiment (top-level config keys of the same names):
-    attention: str = "auto"  # auto | explicit | fused | cudnn_dropout: attention.attention_kernel
+    # auto | explicit | fused | cudnn_dropout | flash: attention.attention_kernel
+    attention: str = "auto"
     dropout_seed: int = 0  # the run's seed, for cuDNN's attention dropout (compile-time seeds)
     scan_layers: bool = False  # one compiled layer body applied by lax.scan
     remat: str = "none"  # none | full | dots: recompute layer activations in the backward pass
@@ -130,7 +132,8 @@ class SelfAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x, mask, deterministic, probs_keep=None, lora_keeps=None, queries=None):
-        """`probs_keep`: the attention probabilities' dropout mask (`layer_dropout_sites`);
+        """`probs_keep`: the attention probabilities' dropout mask (`layer_dropout_sites`), or
+        the examples' seeds for jaxft's flash kernel;
         `lora_keeps`: {(projection,): its LoRA input's dropout mask}; `queries`: the rows that
         attend (default: every row of `x`; keys and values are always every row)."""
         c = self.config
@@ -153,8 +156,11 @@ class SelfAttention(nn.Module):
             k = jnp.concatenate([prefix("prefix_key"), k], axis=1)
             v = jnp.concatenate([prefix("prefix_value"), v], axis=1)
         rate = 0.0 if deterministic else c.attention_probs_dropout_prob
-        kernel = self._kernel(rate, pruned)
-        if kernel is not None:
+        kernel = self._kernel(rate, k.shape[1], pruned)
+        if kernel == "flash":  # probs_keep: the examples' seeds (dropout.SeedSite)
+            lengths = attention_lib.key_lengths(mask)
+            context = flash.attention(q, k, v, lengths, probs_keep, rate, c.head_dim**-0.5)
+        elif kernel is not None:
             seed = attention_lib.call_seed(c.dropout_seed, self.scope.path)
             lengths = attention_lib.key_lengths(mask)
             context = attention_lib.fused_attention(q, k, v, lengths, kernel, rate, seed)
@@ -172,33 +178,46 @@ class SelfAttention(nn.Module):
     def _prefixed(self) -> bool:
         return self.has_variable("params", "prefix_key")
 
-    def _kernel(self, rate: float, pruned: bool = False) -> str | None:
-        return attention_kernel_for(self.config, self.dtype, rate, self._prefixed(), pruned)
+    def _kernel(self, rate: float, keys: int, pruned: bool = False) -> str | None:
+        return attention_kernel_for(self.config, self.dtype, rate, keys, self._prefixed(), pruned)
 
 
-def attention_kernel_for(config, dtype, rate: float, prefixed: bool, pruned: bool) -> str | None:
-    """The fused kernel that runs a layer's attention, if any: none with learned prefixes, and
-    a layer whose queries are a few rows (`pruned`) keeps the explicit path, a small one there."""
+def attention_kernel_for(
+    config, dtype, rate: float, keys: int, prefixed: bool, pruned: bool
+) -> str | None:
+    """The fused kernel that runs a layer's attention over `keys` keys, if any: none with
+    learned prefixes, and a layer whose queries are a few rows (`pruned`) keeps the explicit
+    path, a small one there."""
     c = config
     return attention_lib.attention_kernel(
-        c.attention, dtype, c.head_dim, rate > 0, prefixed or pruned, c.scan_layers
+        c.attention,
+        dtype,
+        c.head_dim,
+        rate > 0,
+        prefixed or pruned,
+        c.scan_layers,
+        flash_seq=keys if rate < 1 else None,
     )
 
 
 def layer_dropout_sites(config, dtype, params, x_shape, deterministic, rows=None) -> list:
     """(rate, shape) of each dropout mask a `Layer` applies, in its order: the attention
     probabilities' [batch, heads, queries, keys] (shape None where nothing or cuDNN's kernel
-    drops them), the attention output's, the feed-forward output's, then each LoRA branch's
-    input's (`lora_input_widths` order). `params`: the layer's; `rows`: as `Layer`."""
+    drops them, a `SeedSite` where jaxft's flash kernel does), the attention output's, the
+    feed-forward output's, then each LoRA branch's input's (`lora_input_widths` order).
+    `params`: the layer's; `rows`: as `Layer`."""
     c = config
     out = tuple(x_shape) if rows is None else (x_shape[0], rows, x_shape[-1])
     prefix = params.get("attention", {}).get("prefix_key")
     probs_rate = 0.0 if deterministic else c.attention_probs_dropout_prob
     probs = None
-    if probs_rate > 0 and not attention_kernel_for(
-        c, dtype, probs_rate, prefix is not None, rows is not None
-    ):
-        keys = x_shape[1] + (0 if prefix is None else prefix.shape[0])
+    keys = x_shape[1] + (0 if prefix is None else prefix.shape[0])
+    kernel = probs_rate > 0 and attention_kernel_for(
+        c, dtype, probs_rate, keys, prefix is not None, rows is not None
+    )
+    if kernel == "flash":
+        probs = SeedSite((x_shape[0],))
+    elif probs_rate > 0 and not kernel:
         probs = (x_shape[0], c.num_attention_heads, out[1], keys)
     reads_all_rows = {("attention", "key"), ("attention", "value")}
     lora = [

@@ -56,6 +56,34 @@ def _word_pairs(key, words) -> tuple[jax.Array, jax.Array]:
     return w1, w2
 
 
+def mix32(x: jax.Array) -> jax.Array:
+    """A 32-bit integer hash (Wellons' lowbias32) of int32 values, multiplications wrapping:
+    cheap integer arithmetic that a Pallas kernel computes per element too."""
+    x = x ^ jax.lax.shift_right_logical(x, 16)
+    x = x * jnp.int32(0x7FEB352D)
+    x = x ^ jax.lax.shift_right_logical(x, 15)
+    x = x * jnp.int32(0x846CA68B - (1 << 32))
+    return x ^ jax.lax.shift_right_logical(x, 16)
+
+
+class SeedSite(tuple):
+    """A dropout site whose kernel draws its own decisions (`flash.attention`): in a site
+    list its "shape" is SeedSite((batch,)), and `site_masks` gives it `kernel_seeds`."""
+
+
+def kernel_seeds(key: jax.Array, site: int, batch: int) -> jax.Array:
+    """int32 [batch, 2]: two seed words per example for dropout site `site`, mixed from the
+    first two words of a dropout key and the example's index. The index is an iota, so a
+    batch-sharded array holds its own examples' seeds; the mixing is integer arithmetic, not a
+    threefry hash, which XLA's GPU compiler would spend half a second on per site."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    words = jax.lax.bitcast_convert_type(key.reshape(-1)[:2], jnp.int32)
+    site_word = jnp.int32(2 * site + 1) * jnp.int32(0x632BE5AB)  # wraps
+    s0 = mix32(words[0] ^ mix32(jax.lax.iota(jnp.int32, batch) * 2 + site_word))
+    return jnp.stack([s0, mix32(words[1] ^ s0)], axis=-1)
+
+
 # How a mask is cut from its bank: at a runtime offset (XLA cannot fold it), or a static one.
 DROPOUT_OFFSETS = ("runtime", "static")
 
@@ -175,17 +203,26 @@ def site_masks(
 ) -> list[jax.Array | None]:
     """Keep masks for a block's dropout `sites`, (rate, shape) pairs, from one key of the
     module's "dropout" rng stream and one hash: None for a site that drops nothing (in
-    deterministic mode, at rate 0, or with shape None: a site whose dropout a fused kernel
-    does itself), all-False at rate 1. Apply each with `apply_mask`."""
+    deterministic mode, at rate 0, or with shape None: a site whose dropout cuDNN's kernel
+    does itself), all-False at rate 1; for a `SeedSite` its `kernel_seeds`, from the same key.
+    Apply each mask with `apply_mask`."""
     masks = [None] * len(sites)
     if deterministic:
         return masks
-    drawn = [i for i, (rate, shape) in enumerate(sites) if shape is not None and 0 < rate < 1]
+    seeded = [i for i, (rate, shape) in enumerate(sites) if isinstance(shape, SeedSite)]
+    drawn = [
+        i
+        for i, (rate, shape) in enumerate(sites)
+        if shape is not None and 0 < rate < 1 and i not in seeded
+    ]
     for i, (rate, shape) in enumerate(sites):
-        if shape is not None and rate >= 1:
+        if shape is not None and rate >= 1 and i not in seeded:
             masks[i] = jnp.zeros(shape, bool)
-    if drawn:
+    if drawn or seeded:
         rng = module.make_rng("dropout")
+        for i in seeded:
+            masks[i] = kernel_seeds(rng, i, sites[i][1][0])
+    if drawn:
         rates, shapes = [sites[i][0] for i in drawn], [sites[i][1] for i in drawn]
         picked = keep_masks(rng, rates, shapes, offsets)
         for i, keep in zip(drawn, picked, strict=True):

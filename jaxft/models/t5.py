@@ -225,7 +225,8 @@ class Attention(nn.Module):
 def attention_kernel_for(config, dtype, rate, q_len, k_len, masking: Masking, decode):
     """The fused kernel that runs an attention call, if any (cuDNN when asked for)."""
     c = config
-    option = "explicit" if c.attention == "auto" else c.attention
+    # jaxft's flash kernel takes no position bias: "flash" is T5's "auto", explicit
+    option = "explicit" if c.attention in ("auto", "flash") else c.attention
     # cuDNN trains with a bias only over even lengths
     odd = bool(q_len % 2 or k_len % 2) and masking.position_bias is not None
     explicit_only = decode or masking.lengths is None or odd

@@ -45,6 +45,12 @@ def with_speed_options(model, cfg):
             "scan_layers and remat are implemented for the BERT family only; "
             f"this is a {type(model.config).__name__} model: leave them at their defaults"
         )
+    elif cfg.attention == "flash":
+        raise UserError(
+            "attention='flash' (jaxft's flash kernel, no attention bias) is for the BERT family; "
+            f"this is a {type(model.config).__name__} model, whose relative position bias it "
+            "does not take: use auto, explicit, fused or cudnn_dropout"
+        )
     return model.clone(config=dataclasses.replace(model.config, **options))
 
 

@@ -1,0 +1,420 @@
+"""jaxft's own fused attention with dropout: a flash-attention kernel written in Pallas (Triton
+on a GPU) that draws its dropout decisions inside the kernel from per-example seeds
+(`dropout.kernel_seeds`), so the attention matrix is never written out and the backward pass
+redraws the same decisions.
+
+cuDNN's flash kernel drops with Philox counters whose seed is fixed when the step compiles and
+whose offset follows the executions of this process (`attention.fused_attention`); these masks
+are a function of the step's dropout key, the example's index in the batch, the layer, the head
+and the (query, key) position only: a resumed run draws what an uninterrupted one would, and
+data-parallel devices draw different masks for their different examples.
+
+Each element's decision hashes its (head, query, key) counter with the example's two seed words
+(two rounds of a 32-bit integer mixer) and drops it when the top 16 bits fall below the rate's
+16-bit threshold, the rounding `dropout.drop_threshold` gives the rest of jaxft. `reference`
+is the same computation in plain jnp (the masks written out), for tests and for the CPU.
+
+Layout [batch, seq, heads, head_dim] (BERT's projections reshaped, no transposes); padding as
+per-example key lengths (right padding); no bias, not causal: the BERT family's attention.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import pallas as pl
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.experimental.pallas import triton as plt
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxft.models import backend
+from jaxft.models.dropout import drop_threshold, keep_scale, mix32
+
+_MASKED = float(np.finfo(np.float32).min)  # a masked key's logit, as attention_bias adds
+
+
+def _keep(s0, s1, counter, threshold):
+    """True where the element whose counter is `counter` is kept."""
+    bits = mix32(mix32(counter ^ s0) ^ s1)
+    return jax.lax.shift_right_logical(bits, 16) >= threshold
+
+
+def keep_masks(seeds, heads: int, queries: int, keys: int, rate: float) -> jax.Array:
+    """bool [batch, heads, queries, keys]: the kernel's dropout decisions, written out."""
+    h, i, j = (
+        jax.lax.broadcasted_iota(jnp.int32, (heads, queries, keys), axis) for axis in range(3)
+    )
+    counter = (h * queries + i) * keys + j
+    s0, s1 = seeds[:, 0, None, None, None], seeds[:, 1, None, None, None]
+    return _keep(s0, s1, counter[None], drop_threshold(rate))
+
+
+def reference(q, k, v, lengths, seeds, rate: float, scale: float | None = None) -> jax.Array:
+    """What `attention` computes, in plain jnp: softmax(scale q·k) over each row's first
+    `lengths` keys, dropped at `rate` with the kernel's masks, times v. [b, s, h, d] in and out."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    cols = jnp.arange(k.shape[1])[None, None, None, :]
+    logits = jnp.where(cols < lengths[:, None, None, None], logits, _MASKED)
+    probs = jax.nn.softmax(logits, axis=-1)
+    if rate > 0:
+        keep = keep_masks(seeds, q.shape[2], q.shape[1], k.shape[1], rate)
+        probs = jnp.where(keep, probs * keep_scale(rate), 0.0)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v).astype(q.dtype)
+
+
+# Sequences up to this long (a power of two) take every key in one block: the forward pass is
+# one step of its loop and the backward pass one kernel per (example, head).
+_ONE_BLOCK = 256
+
+
+def blocks(seq: int) -> tuple[int, int] | None:
+    """(query block, key block) of the kernels for a sequence length, None where they take
+    none: Triton's blocks are powers of two, so a length that is not a multiple of 16."""
+    if seq <= _ONE_BLOCK and seq >= 16 and seq & (seq - 1) == 0:
+        return min(seq, 64), seq
+    for block in (64, 32, 16):
+        if seq % block == 0:
+            return block, block
+    return None
+
+
+def supports(seq: int, head_dim: int) -> bool:
+    """Whether the kernel takes this sequence length and head size."""
+    return blocks(seq) is not None and head_dim in (16, 32, 64, 128)
+
+
+def attention(q, k, v, lengths, seeds, rate: float, scale=None, interpret: bool | None = None):
+    """softmax(scale q·k) v over each row's first `lengths` keys, dropped at `rate` inside the
+    kernel with the masks of `keep_masks(seeds, ...)`. q, k, v [batch, seq, heads, head_dim]
+    (one length for queries and keys), lengths int32 [batch], seeds int32 [batch, 2]
+    (`dropout.kernel_seeds`). `interpret` runs the kernels in Pallas's interpreter, on any
+    backend (slow: for tests); by default wherever the step is not traced for a GPU."""
+    batch, seq, heads, head_dim = q.shape
+    if not supports(seq, head_dim):
+        raise ValueError(
+            f"flash attention takes a sequence length that is a multiple of 16 and a head size "
+            f"of 16, 32, 64 or 128, not {seq} and {head_dim}: use attention='explicit'"
+        )
+    if not 0 <= rate < 1:
+        raise ValueError(f"flash attention's dropout rate must be in [0, 1); got {rate}")
+    scale = head_dim**-0.5 if scale is None else float(scale)
+    meta = jnp.concatenate([seeds.astype(jnp.int32), lengths.astype(jnp.int32)[:, None]], -1)
+    meta = jnp.pad(meta, ((0, 0), (0, 1)))  # [batch, 4]: seed words, length, unused
+    interpret = not backend.on_gpu() if interpret is None else interpret
+    return _attention(q, k, v, meta, float(rate), scale, bool(interpret))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _attention(q, k, v, meta, rate, scale, interpret):
+    return _forward(q, k, v, meta, rate, scale, interpret)[0]
+
+
+def _params(rate):
+    return (drop_threshold(rate), keep_scale(rate)) if rate > 0 else (0, 1.0)
+
+
+def _call(kernel, grid, in_specs, out_specs, out_shape, name, interpret, warps=4, **params):
+    return pl.pallas_call(
+        functools.partial(kernel, **params),
+        out_shape=out_shape,
+        grid=grid,
+        in_specs=in_specs,
+        out_specs=out_specs,
+        compiler_params=None if interpret else plt.CompilerParams(num_warps=warps, num_stages=1),
+        interpret=interpret,
+        name=name,
+    )
+
+
+def _specs(seq, head_dim, block, grid_rank=3):
+    """BlockSpecs over a grid (batch, head[, block]): a block of rows of [b, s, h, d], all of
+    them, the meta row, a block of a [b, h, s] statistic and all of it."""
+    i = (lambda b, h, i: i) if grid_rank == 3 else (lambda b, h: 0)
+    at = (lambda f: f) if grid_rank == 3 else (lambda f: lambda b, h: f(b, h, 0))
+    rows = pl.BlockSpec((None, block, None, head_dim), at(lambda b, h, j: (b, i(b, h, j), h, 0)))
+    full = pl.BlockSpec((None, seq, None, head_dim), at(lambda b, h, j: (b, 0, h, 0)))
+    meta = pl.BlockSpec((None, 4), at(lambda b, h, j: (b, 0)))
+    stat = pl.BlockSpec((None, None, block), at(lambda b, h, j: (b, h, i(b, h, j))))
+    stat_full = pl.BlockSpec((None, None, seq), at(lambda b, h, j: (b, h, 0)))
+    return rows, full, meta, stat, stat_full
+
+
+def _scores(q, k, scale, cols, length):
+    """Masked float32 logits of a block: scale q·kᵀ, keys at or past `length` at _MASKED."""
+    s = jax.lax.dot_general(q, k, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+    return jnp.where(cols < length, s * scale, _MASKED)
+
+
+def _block_keep(meta_ref, h, rows, cols, seq, threshold):
+    counter = (h * seq + rows) * seq + cols
+    return _keep(meta_ref[0], meta_ref[1], counter, threshold)
+
+
+def _iotas(block_q, block_k):
+    return tuple(jax.lax.broadcasted_iota(jnp.int32, (block_q, block_k), a) for a in (0, 1))
+
+
+def _forward_kernel(meta_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, *, rate, scale, seq, blocks):
+    block_q, block_k = blocks
+    threshold, kept = _params(rate)
+    h, qi = pl.program_id(1), pl.program_id(2)
+    q = q_ref[...]
+    length = meta_ref[2]
+    iota_rows, iota_cols = _iotas(block_q, block_k)
+    rows = qi * block_q + iota_rows
+
+    def step(kb, carry):
+        acc, top, total = carry
+        start = pl.multiple_of(kb * block_k, block_k)
+        k = k_ref[pl.ds(start, block_k), :]
+        v = v_ref[pl.ds(start, block_k), :]
+        cols = start + iota_cols
+        s = _scores(q, k, scale, cols, length)
+        new_top = jnp.maximum(top, jnp.max(s, axis=1))
+        p = jnp.exp(s - new_top[:, None])
+        alpha = jnp.exp(top - new_top)
+        total = total * alpha + jnp.sum(p, axis=1)
+        if rate > 0:
+            p = jnp.where(_block_keep(meta_ref, h, rows, cols, seq, threshold), p * kept, 0.0)
+        pv = jax.lax.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+        return acc * alpha[:, None] + pv, new_top, total
+
+    init = (
+        jnp.zeros(q.shape, jnp.float32),
+        jnp.full((block_q,), _MASKED, jnp.float32),
+        jnp.zeros((block_q,), jnp.float32),
+    )
+    acc, top, total = jax.lax.fori_loop(0, seq // block_k, step, init)
+    o_ref[...] = (acc / total[:, None]).astype(o_ref.dtype)
+    lse_ref[...] = top + jnp.log(total)
+
+
+def _forward(q, k, v, meta, rate, scale, interpret):
+    out, lse = _forward_partitioned((rate, scale, interpret), q, k, v, meta)
+    return out, (q, k, v, meta, out, lse)
+
+
+def _forward_call(params, q, k, v, meta):
+    rate, scale, interpret = params
+    batch, seq, heads, head_dim = q.shape
+    block_q, block_k = blocks(seq)
+    rows, full, meta_spec, stat, _ = _specs(seq, head_dim, block_q)
+    out, lse = _call(
+        _forward_kernel,
+        (batch, heads, seq // block_q),
+        [meta_spec, rows, full, full],
+        (rows, stat),
+        (
+            jax.ShapeDtypeStruct(q.shape, q.dtype),
+            jax.ShapeDtypeStruct((batch, heads, seq), jnp.float32),
+        ),
+        "jaxft_flash_forward",
+        interpret,
+        rate=rate,
+        scale=scale,
+        seq=seq,
+        blocks=(block_q, block_k),
+    )(meta, q, k, v)
+    return out, lse
+
+
+def _backward_block(meta_ref, h, q, k, v, do, lse, delta, rows, cols, rate, scale, seq):
+    """(p with dropout applied, the logits' gradient ds) of one block."""
+    threshold, kept = _params(rate)
+    s = _scores(q, k, scale, cols, meta_ref[2])
+    p = jnp.exp(s - lse[:, None])
+    d_dropped = jax.lax.dot_general(
+        do, v, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32
+    )
+    if rate > 0:
+        keep = _block_keep(meta_ref, h, rows, cols, seq, threshold)
+        dropped = jnp.where(keep, p * kept, 0.0)
+        dp = jnp.where(keep, d_dropped * kept, 0.0)
+    else:
+        dropped, dp = p, d_dropped
+    return dropped, p * (dp - delta[:, None])
+
+
+_TN = (((0,), (0,)), ((), ()))  # dot_general dimensions of aᵀ·b
+
+
+def _one_pass_kernel(
+    meta_ref, q_ref, k_ref, v_ref, o_ref, do_ref, lse_ref, dq_ref, dk_ref, dv_ref, *,
+    rate, scale, seq, block,
+):  # fmt: skip
+    """The backward pass of one (example, head) whose keys are one block: each query block's
+    gradient is whole after its one visit, and the key and value gradients add up over them."""
+    h = pl.program_id(1)
+    k, v = k_ref[...], v_ref[...]
+    iota_rows, cols = _iotas(block, seq)
+
+    def step(qb, carry):
+        dk, dv = carry
+        start = pl.multiple_of(qb * block, block)
+        q = q_ref[pl.ds(start, block), :]
+        do = do_ref[pl.ds(start, block), :]
+        o = o_ref[pl.ds(start, block), :]
+        # rowsum(dO ∘ O) = rowsum(p ∘ dp) of the softmax backward, dropout included
+        delta = jnp.sum(do.astype(jnp.float32) * o.astype(jnp.float32), axis=1)
+        dropped, ds = _backward_block(
+            meta_ref, h, q, k, v, do, lse_ref[pl.ds(start, block)], delta, start + iota_rows,
+            cols, rate, scale, seq,
+        )  # fmt: skip
+        dq = jax.lax.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
+        dq_ref[pl.ds(start, block), :] = (dq * scale).astype(dq_ref.dtype)
+        f32 = dict(preferred_element_type=jnp.float32)
+        dv = dv + jax.lax.dot_general(dropped.astype(do.dtype), do, _TN, **f32)
+        return dk + jax.lax.dot_general(ds.astype(q.dtype), q, _TN, **f32), dv
+
+    zeros = jnp.zeros(k.shape, jnp.float32)
+    dk, dv = jax.lax.fori_loop(0, seq // block, step, (zeros, zeros))
+    dk_ref[...] = (dk * scale).astype(dk_ref.dtype)
+    dv_ref[...] = dv.astype(dv_ref.dtype)
+
+
+def _key_grads_kernel(
+    meta_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref, *,
+    rate, scale, seq, block,
+):  # fmt: skip
+    h, ki = pl.program_id(1), pl.program_id(2)
+    k, v = k_ref[...], v_ref[...]
+    iota_rows, iota_cols = _iotas(block, block)
+    cols = ki * block + iota_cols
+
+    def step(qb, carry):
+        dk, dv = carry
+        start = pl.multiple_of(qb * block, block)
+        q = q_ref[pl.ds(start, block), :]
+        do = do_ref[pl.ds(start, block), :]
+        lse, delta = lse_ref[pl.ds(start, block)], delta_ref[pl.ds(start, block)]
+        dropped, ds = _backward_block(
+            meta_ref, h, q, k, v, do, lse, delta, start + iota_rows, cols, rate, scale, seq
+        )
+        f32 = dict(preferred_element_type=jnp.float32)
+        dv = dv + jax.lax.dot_general(dropped.astype(do.dtype), do, _TN, **f32)
+        return dk + jax.lax.dot_general(ds.astype(q.dtype), q, _TN, **f32), dv
+
+    zeros = jnp.zeros(k.shape, jnp.float32)
+    dk, dv = jax.lax.fori_loop(0, seq // block, step, (zeros, zeros))
+    dk_ref[...] = (dk * scale).astype(dk_ref.dtype)
+    dv_ref[...] = dv.astype(dv_ref.dtype)
+
+
+def _query_grads_kernel(
+    meta_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dq_ref, *, rate, scale, seq, block
+):
+    h, qi = pl.program_id(1), pl.program_id(2)
+    q, do = q_ref[...], do_ref[...]
+    lse, delta = lse_ref[...], delta_ref[...]
+    iota_rows, iota_cols = _iotas(block, block)
+    rows = qi * block + iota_rows
+
+    def step(kb, dq):
+        start = pl.multiple_of(kb * block, block)
+        k = k_ref[pl.ds(start, block), :]
+        v = v_ref[pl.ds(start, block), :]
+        cols = start + iota_cols
+        _, ds = _backward_block(meta_ref, h, q, k, v, do, lse, delta, rows, cols, rate, scale, seq)
+        return dq + jax.lax.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
+
+    dq = jax.lax.fori_loop(0, seq // block, step, jnp.zeros(q.shape, jnp.float32))
+    dq_ref[...] = (dq * scale).astype(dq_ref.dtype)
+
+
+def _backward(rate, scale, interpret, saved, d_out):
+    q, k, v, meta, out, lse = saved
+    params = (rate, scale, interpret)
+    return (*_backward_partitioned(params, q, k, v, meta, out, lse, d_out), None)
+
+
+def _backward_call(params, q, k, v, meta, out, lse, d_out):
+    rate, scale, interpret = params
+    batch, seq, heads, head_dim = q.shape
+    block_q, block_k = blocks(seq)
+    shaped = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
+    common = dict(rate=rate, scale=scale, seq=seq, block=block_q)
+    if block_k == seq:  # one kernel per (example, head)
+        _, full, meta_spec, _, stat_full = _specs(seq, head_dim, block_q, grid_rank=2)
+        dq, dk, dv = _call(
+            _one_pass_kernel,
+            (batch, heads),
+            [meta_spec, full, full, full, full, full, stat_full],
+            (full, full, full),
+            (shaped(q), shaped(k), shaped(v)),
+            "jaxft_flash_backward",
+            interpret,
+            warps=8,  # five [block, seq] float32 tiles and two [seq, head_dim] accumulators
+            **common,
+        )(meta, q, k, v, out, d_out, lse)
+        return dq, dk, dv
+    rows, full, meta_spec, stat, stat_full = _specs(seq, head_dim, block_q)
+    # rowsum(dO ∘ O) = rowsum(p ∘ dp) of the softmax backward, dropout included
+    delta = jnp.einsum("bshd,bshd->bhs", d_out.astype(jnp.float32), out.astype(jnp.float32))
+    grid = (batch, heads, seq // block_q)
+    dk, dv = _call(
+        _key_grads_kernel,
+        grid,
+        [meta_spec, full, rows, rows, full, stat_full, stat_full],
+        (rows, rows),
+        (shaped(k), shaped(v)),
+        "jaxft_flash_key_grads",
+        interpret,
+        **common,
+    )(meta, q, k, v, d_out, lse, delta)
+    dq = _call(
+        _query_grads_kernel,
+        grid,
+        [meta_spec, rows, full, full, rows, stat, stat],
+        rows,
+        shaped(q),
+        "jaxft_flash_query_grads",
+        interpret,
+        **common,
+    )(meta, q, k, v, d_out, lse, delta)
+    return dq, dk, dv
+
+
+def _batch_partitioned(call, rule: str):
+    """`call(params, *arrays)` for XLA's SPMD partitioner: each device runs it on its own
+    examples (every operand and result split along its first, batch, axis as the first
+    operand's is; the rest of each replicated). Without it XLA gathers a batch-sharded
+    operand of a kernel onto every device and runs the whole batch there. The masks stay those
+    of the whole batch: each example's seeds travel with it in `meta`."""
+
+    def batch_split(mesh, shapes, first):
+        spec = first.sharding.spec
+        batch = spec[0] if len(spec) else None
+        split = lambda x: NamedSharding(mesh, PartitionSpec(batch, *(None,) * (len(x.shape) - 1)))
+        return jax.tree_util.tree_map(split, shapes)
+
+    def infer(params, mesh, arg_shapes, result_shape):
+        return batch_split(mesh, result_shape, arg_shapes[0])
+
+    def partition(params, mesh, arg_shapes, result_shape):
+        lower = functools.partial(call, params)
+        shardings = (batch_split(mesh, s, arg_shapes[0]) for s in (result_shape, arg_shapes))
+        return (mesh, lower, *shardings)
+
+    partitioned = custom_partitioning(call, static_argnums=(0,))
+    # every factor but the batch, in the order the rule names them first (Shardy wants it)
+    names = rule.replace(",", " ").replace("->", " ").split()
+    replicated = tuple(f for f in dict.fromkeys(names) if f != "b")
+    partitioned.def_partition(
+        partition,
+        infer_sharding_from_operands=infer,
+        sharding_rule=rule,
+        need_replication_factors=replicated,
+    )
+    return partitioned
+
+
+_forward_partitioned = _batch_partitioned(
+    _forward_call, "b s h d, b s h d, b s h d, b m -> b s h d, b h s"
+)
+_backward_partitioned = _batch_partitioned(
+    _backward_call,
+    "b s h d, b s h d, b s h d, b m, b s h d, b h s, b s h d -> b s h d, b s h d, b s h d",
+)
+_attention.defvjp(_forward, _backward)

@@ -1,0 +1,194 @@
+"""jaxft's Pallas flash attention (`attention="flash"`): the kernels, run by Pallas's interpreter
+here and compiled by Triton on a GPU, give `flash.reference`'s outputs and gradients with the
+same dropout masks; the masks keep the rate, are independent and are a function of the step's
+key, the example, the layer, the head and the position only; the BERT model plumbs each layer's
+seeds into the kernel."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxft.models import backend, bert, dropout, flash, heads
+
+ON_GPU = jax.default_backend() == "gpu"
+
+
+def _qkv(batch, seq, n_heads, head_dim, dtype=jnp.float32, seed=0):
+    keys = jax.random.split(jax.random.key(seed), 4)
+    shape = (batch, seq, n_heads, head_dim)
+    q, k, v, w = (jax.random.normal(key, shape, jnp.float32) for key in keys)
+    return q.astype(dtype), k.astype(dtype), v.astype(dtype), w
+
+
+def _grads(fn, q, k, v, w):
+    return jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v).astype(jnp.float32) * w), (0, 1, 2))(
+        q, k, v
+    )
+
+
+def _max_diff(a, b):
+    pairs = zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
+    return max(float(jnp.max(jnp.abs(x.astype(jnp.float32) - y.astype(jnp.float32))))
+               for x, y in pairs)  # fmt: skip
+
+
+@pytest.mark.parametrize("seq", [32, 48, 128], ids=["one_block", "loop", "one_block_2q"])
+@pytest.mark.parametrize("rate", [0.0, 0.1])
+def test_kernels_give_the_reference_outputs_and_gradients(seq, rate):
+    q, k, v, w = _qkv(2, seq, 2, 16, seed=seq)
+    lengths = jnp.array([seq, seq // 2 + 3], jnp.int32)  # right padding in the second example
+    seeds = dropout.kernel_seeds(jax.random.key(7), 3, 2)
+    ref = lambda q, k, v: flash.reference(q, k, v, lengths, seeds, rate)
+    kernel = lambda q, k, v: flash.attention(q, k, v, lengths, seeds, rate, interpret=True)
+    assert _max_diff(ref(q, k, v), kernel(q, k, v)) < 1e-5
+    assert _max_diff(_grads(ref, q, k, v, w), _grads(kernel, q, k, v, w)) < 1e-5
+
+
+def test_reference_without_dropout_is_the_explicit_attention():
+    q, k, v, _ = _qkv(2, 16, 3, 8)
+    mask = jnp.ones((2, 16), jnp.int32).at[1, 9:].set(0)
+    bias = jnp.where(mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k) * 8**-0.5 + bias, axis=-1)
+    explicit = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+    got = flash.reference(q, k, v, jnp.sum(mask, -1), dropout.kernel_seeds(jnp.zeros(2), 0, 2), 0)
+    assert _max_diff(explicit, got) < 1e-6
+
+
+def test_masks_keep_the_rate_independently_and_differ_by_example_head_site_and_key():
+    rate = 0.1
+    seeds = dropout.kernel_seeds(jax.random.key(3), 5, 4)
+    keep = np.asarray(flash.keep_masks(seeds, 4, 128, 128, rate))
+    assert abs(keep.mean() - (1 - rate)) < 0.004  # 262,144 decisions: 6 standard deviations
+    # neighbours along either axis: P(both kept) is the product of the marginals
+    for a, b in ((keep[..., 1:], keep[..., :-1]), (keep[..., 1:, :], keep[..., :-1, :])):
+        assert abs((a & b).mean() - keep.mean() ** 2) < 0.004
+    flat = keep.reshape(4, 4, -1)
+    assert not (flat[0] == flat[1]).all() and not (flat[0, 0] == flat[0, 1]).all()
+    other_site = np.asarray(flash.keep_masks(dropout.kernel_seeds(jax.random.key(3), 6, 4), 4,
+                                             128, 128, rate))  # fmt: skip
+    other_key = np.asarray(flash.keep_masks(dropout.kernel_seeds(jax.random.key(4), 5, 4), 4,
+                                            128, 128, rate))  # fmt: skip
+    assert 0.15 < (keep != other_site).mean() < 0.2 and 0.15 < (keep != other_key).mean() < 0.2
+
+
+def test_seeds_of_an_example_do_not_depend_on_the_batch_it_is_in():
+    # each example's seeds come from its index: a batch-sharded array holds its own examples'
+    key = jax.random.key(11)
+    assert (dropout.kernel_seeds(key, 2, 8)[:4] == dropout.kernel_seeds(key, 2, 4)).all()
+    assert (dropout.kernel_seeds(key, 2, 8) == dropout.kernel_seeds(jax.random.key_data(key), 2,
+                                                                    8)).all()  # fmt: skip
+
+
+def test_kernel_refuses_a_length_triton_cannot_block():
+    q = jnp.ones((1, 40, 2, 16))
+    with pytest.raises(ValueError, match="multiple of 16"):
+        flash.attention(q, q, q, jnp.array([40]), jnp.zeros((1, 2), jnp.int32), 0.1)
+    with pytest.raises(ValueError, match=r"rate must be in \[0, 1\); got 1.0"):
+        flash.attention(q[:, :32], q[:, :32], q[:, :32], jnp.array([32]), None, 1.0)
+    assert flash.blocks(128) == (64, 128) and flash.blocks(384) == (64, 64)
+    assert flash.blocks(48) == (16, 16) and flash.blocks(40) is None
+
+
+CONFIG = bert.BertConfig(
+    vocab_size=100,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=32,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.1,
+)
+
+
+def test_bert_runs_its_attention_through_the_kernel_with_each_layers_seeds(monkeypatch):
+    """Traced as for a GPU (the kernels interpreted), attention="flash" runs every layer's
+    attention dropout in the kernel, from seeds that differ by layer; the same model with the
+    kernel swapped for `flash.reference` (the same masks written out) gives the same loss and
+    gradients."""
+    config = dataclasses.replace(CONFIG, attention="flash")
+    model = bert.BertModel(config, head=heads.HeadConfig(num_labels=2), dtype=jnp.bfloat16)
+    ids = jnp.asarray(np.random.default_rng(0).integers(3, 100, (2, 16)), jnp.int32)
+    mask = jnp.ones_like(ids).at[1, 11:].set(0)
+    params = model.init(jax.random.key(0), ids, attention_mask=mask)["params"]
+    monkeypatch.setattr(backend, "on_gpu", lambda: True)  # after init: no dropout, cuDNN there
+    sites = bert.layer_dropout_sites(config, jnp.bfloat16, params, (2, 16, 32), False)
+    assert isinstance(sites[0][1], dropout.SeedSite) and sites[0][1] == (2,)
+
+    calls = []
+
+    def loss(p, attend):
+        monkeypatch.setattr(flash, "attention", attend)
+        out = model.apply({"params": p}, ids, attention_mask=mask, deterministic=False,
+                          rngs={"dropout": jax.random.key(5)})  # fmt: skip
+        return jnp.sum(out.logits.astype(jnp.float32))
+
+    kernel = flash.attention
+
+    def interpreted(q, k, v, lengths, seeds, rate, scale):
+        calls.append(seeds)
+        return kernel(q, k, v, lengths, seeds, rate, scale, interpret=True)
+
+    def reference(q, k, v, lengths, seeds, rate, scale):
+        return flash.reference(q, k, v, lengths, seeds, rate, scale)
+
+    got = jax.value_and_grad(loss)(params, interpreted)
+    want = jax.value_and_grad(loss)(params, reference)
+    assert len(calls) == 2 and not (calls[0] == calls[1]).all()  # a layer, its own seeds
+    assert abs(float(got[0]) - float(want[0])) < 1e-2
+    assert _max_diff(got[1], want[1]) < 2e-2  # bf16 compute, the kernels' float32 softmax
+
+
+@pytest.mark.skipif(not ON_GPU, reason="the Triton kernels need an NVIDIA GPU")
+@pytest.mark.parametrize("seq", [128, 384], ids=["one_block", "loop"])
+def test_triton_kernels_match_the_reference_in_bf16(seq):
+    q, k, v, w = _qkv(4, seq, 4, 64, jnp.bfloat16)
+    lengths = jnp.array([seq, seq - 37, 1, seq // 2], jnp.int32)
+    seeds = dropout.kernel_seeds(jax.random.key(1), 0, 4)
+    upcast = lambda fn: lambda q, k, v: fn(*(x.astype(jnp.float32) for x in (q, k, v)))
+    ref = upcast(lambda q, k, v: flash.reference(q, k, v, lengths, seeds, 0.1))
+    kernel = jax.jit(lambda q, k, v: flash.attention(q, k, v, lengths, seeds, 0.1))
+    assert _max_diff(ref(q, k, v), kernel(q, k, v)) < 3e-2
+    got, want = _grads(kernel, q, k, v, w), _grads(ref, q, k, v, w)
+    assert max(float(jnp.linalg.norm(g.astype(jnp.float32) - r) / jnp.linalg.norm(r))
+               for g, r in zip(got, want, strict=True)) < 1e-2  # fmt: skip
+
+
+SHARDED = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jaxft.models import dropout, flash
+keys = jax.random.split(jax.random.key(0), 4)
+q, k, v, w = (jax.random.normal(x, (4, 32, 2, 16)) for x in keys)
+lengths = jnp.array([32, 20, 9, 32], jnp.int32)
+def loss(q, k, v, lengths, rng):
+    seeds = dropout.kernel_seeds(rng, 1, q.shape[0])
+    return jnp.sum(flash.attention(q, k, v, lengths, seeds, 0.1, interpret=True) * w)
+grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+want = grad(q, k, v, lengths, jax.random.key(3))
+split = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data"))
+got = grad(*[jax.device_put(x, split) for x in (q, k, v, lengths)], jax.random.key(3))
+assert len(jax.devices()) == 2 and got[1][0].sharding.spec == P("data")
+assert abs(float(got[0]) - float(want[0])) < 1e-4 * abs(float(want[0]))
+for g, r in zip(got[1], want[1], strict=True):
+    assert float(jnp.max(jnp.abs(g - r))) < 1e-5
+print("ok")
+"""
+
+
+def test_a_batch_split_over_devices_draws_the_whole_batchs_masks():
+    """Under a data-parallel mesh each device runs the kernels on its own examples (the
+    kernels' batch partitioning) with those examples' seeds: the same outputs and gradients as
+    one device running the whole batch."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    done = subprocess.run(
+        [sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
