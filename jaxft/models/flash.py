@@ -65,8 +65,13 @@ def reference(q, k, v, lengths, seeds, rate: float, scale: float | None = None) 
 
 
 # Sequences up to this long (a power of two) take every key in one block: the forward pass is
-# one step of its loop and the backward pass one kernel per (example, head).
-_ONE_BLOCK = 256
+# one step of its loop and the backward pass one kernel per (example, head), over query blocks
+# of _ONE_PASS_ROWS with 8 warps. Register counts from ptxas for an H100 (head_dim 64): the
+# forward at 128 keys 128 registers a thread with 4 warps, the one-pass backward 177 with 8
+# (over blocks of 64 rows it spilled, 255 registers); at 256 keys both spilled, so longer
+# sequences take the blocked kernels (key and query gradients apart: 227 and 192 registers).
+_ONE_BLOCK = 128
+_ONE_PASS_ROWS = 32
 
 
 def blocks(seq: int) -> tuple[int, int] | None:
@@ -336,6 +341,7 @@ def _backward_call(params, q, k, v, meta, out, lse, d_out):
     shaped = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
     common = dict(rate=rate, scale=scale, seq=seq, block=block_q)
     if block_k == seq:  # one kernel per (example, head)
+        common["block"] = min(_ONE_PASS_ROWS, seq)
         _, full, meta_spec, _, stat_full = _specs(seq, head_dim, block_q, grid_rank=2)
         dq, dk, dv = _call(
             _one_pass_kernel,
@@ -345,7 +351,7 @@ def _backward_call(params, q, k, v, meta, out, lse, d_out):
             (shaped(q), shaped(k), shaped(v)),
             "jaxft_flash_backward",
             interpret,
-            warps=8,  # five [block, seq] float32 tiles and two [seq, head_dim] accumulators
+            warps=8,
             **common,
         )(meta, q, k, v, out, d_out, lse)
         return dq, dk, dv
