@@ -245,6 +245,22 @@ def _backward_block(meta_ref, h, q, k, v, do, lse, delta, rows, cols, rate, scal
 _TN = (((0,), (0,)), ((), ()))  # dot_general dimensions of aᵀ·b
 
 
+def _add_key_grads(carry, q, do, dropped, ds):
+    """(dK, dV) after one query block: dK += dsᵀ·q (unscaled), dV += droppedᵀ·dO."""
+    dk, dv = carry
+    f32 = dict(preferred_element_type=jnp.float32)
+    dv = dv + jax.lax.dot_general(dropped.astype(do.dtype), do, _TN, **f32)
+    return dk + jax.lax.dot_general(ds.astype(q.dtype), q, _TN, **f32), dv
+
+
+def _key_grads_loop(step, shape, trips, dk_ref, dv_ref, scale):
+    """Runs `step` over the query blocks from zero key and value gradients, then writes them."""
+    zeros = jnp.zeros(shape, jnp.float32)
+    dk, dv = jax.lax.fori_loop(0, trips, step, (zeros, zeros))
+    dk_ref[...] = (dk * scale).astype(dk_ref.dtype)
+    dv_ref[...] = dv.astype(dv_ref.dtype)
+
+
 def _one_pass_kernel(
     meta_ref, q_ref, k_ref, v_ref, o_ref, do_ref, lse_ref, dq_ref, dk_ref, dv_ref, *,
     rate, scale, seq, block,
@@ -256,7 +272,6 @@ def _one_pass_kernel(
     iota_rows, cols = _iotas(block, seq)
 
     def step(qb, carry):
-        dk, dv = carry
         start = pl.multiple_of(qb * block, block)
         q = q_ref[pl.ds(start, block), :]
         do = do_ref[pl.ds(start, block), :]
@@ -269,14 +284,9 @@ def _one_pass_kernel(
         )  # fmt: skip
         dq = jax.lax.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
         dq_ref[pl.ds(start, block), :] = (dq * scale).astype(dq_ref.dtype)
-        f32 = dict(preferred_element_type=jnp.float32)
-        dv = dv + jax.lax.dot_general(dropped.astype(do.dtype), do, _TN, **f32)
-        return dk + jax.lax.dot_general(ds.astype(q.dtype), q, _TN, **f32), dv
+        return _add_key_grads(carry, q, do, dropped, ds)
 
-    zeros = jnp.zeros(k.shape, jnp.float32)
-    dk, dv = jax.lax.fori_loop(0, seq // block, step, (zeros, zeros))
-    dk_ref[...] = (dk * scale).astype(dk_ref.dtype)
-    dv_ref[...] = dv.astype(dv_ref.dtype)
+    _key_grads_loop(step, k.shape, seq // block, dk_ref, dv_ref, scale)
 
 
 def _key_grads_kernel(
@@ -289,7 +299,6 @@ def _key_grads_kernel(
     cols = ki * block + iota_cols
 
     def step(qb, carry):
-        dk, dv = carry
         start = pl.multiple_of(qb * block, block)
         q = q_ref[pl.ds(start, block), :]
         do = do_ref[pl.ds(start, block), :]
@@ -297,14 +306,9 @@ def _key_grads_kernel(
         dropped, ds = _backward_block(
             meta_ref, h, q, k, v, do, lse, delta, start + iota_rows, cols, rate, scale, seq
         )
-        f32 = dict(preferred_element_type=jnp.float32)
-        dv = dv + jax.lax.dot_general(dropped.astype(do.dtype), do, _TN, **f32)
-        return dk + jax.lax.dot_general(ds.astype(q.dtype), q, _TN, **f32), dv
+        return _add_key_grads(carry, q, do, dropped, ds)
 
-    zeros = jnp.zeros(k.shape, jnp.float32)
-    dk, dv = jax.lax.fori_loop(0, seq // block, step, (zeros, zeros))
-    dk_ref[...] = (dk * scale).astype(dk_ref.dtype)
-    dv_ref[...] = dv.astype(dv_ref.dtype)
+    _key_grads_loop(step, k.shape, seq // block, dk_ref, dv_ref, scale)
 
 
 def _query_grads_kernel(
