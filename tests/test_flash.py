@@ -29,6 +29,13 @@ def _grads(fn, q, k, v, w):
     )
 
 
+def _relative(a, b):
+    """|a - b| / |b| over every leaf of two pytrees together."""
+    flat = lambda t: jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(t)])
+    a, b = flat(a).astype(jnp.float32), flat(b).astype(jnp.float32)
+    return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
 def _max_diff(a, b):
     pairs = zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
     return max(float(jnp.max(jnp.abs(x.astype(jnp.float32) - y.astype(jnp.float32))))
@@ -105,16 +112,17 @@ CONFIG = bert.BertConfig(
 
 
 def test_bert_runs_its_attention_through_the_kernel_with_each_layers_seeds(monkeypatch):
-    """Traced as for a GPU (the kernels interpreted), attention="flash" runs every layer's
-    attention dropout in the kernel, from seeds that differ by layer; the same model with the
-    kernel swapped for `flash.reference` (the same masks written out) gives the same loss and
-    gradients."""
+    """On a GPU (elsewhere traced as for one, the kernels interpreted), attention="flash" runs
+    every layer's attention dropout in the kernel, from seeds that differ by layer; the same
+    model with the kernel swapped for `flash.reference` (the same masks written out) gives the
+    same loss and gradients."""
     config = dataclasses.replace(CONFIG, attention="flash")
     model = bert.BertModel(config, head=heads.HeadConfig(num_labels=2), dtype=jnp.bfloat16)
     ids = jnp.asarray(np.random.default_rng(0).integers(3, 100, (2, 16)), jnp.int32)
     mask = jnp.ones_like(ids).at[1, 11:].set(0)
     params = model.init(jax.random.key(0), ids, attention_mask=mask)["params"]
-    monkeypatch.setattr(backend, "on_gpu", lambda: True)  # after init: no dropout, cuDNN there
+    if not ON_GPU:  # after init: no dropout there, so "auto", cuDNN
+        monkeypatch.setattr(backend, "on_gpu", lambda: True)
     sites = bert.layer_dropout_sites(config, jnp.bfloat16, params, (2, 16, 32), False)
     assert isinstance(sites[0][1], dropout.SeedSite) and sites[0][1] == (2,)
 
@@ -130,7 +138,7 @@ def test_bert_runs_its_attention_through_the_kernel_with_each_layers_seeds(monke
 
     def interpreted(q, k, v, lengths, seeds, rate, scale):
         calls.append(seeds)
-        return kernel(q, k, v, lengths, seeds, rate, scale, interpret=True)
+        return kernel(q, k, v, lengths, seeds, rate, scale, interpret=not ON_GPU)
 
     def reference(q, k, v, lengths, seeds, rate, scale):
         return flash.reference(q, k, v, lengths, seeds, rate, scale)
@@ -139,7 +147,8 @@ def test_bert_runs_its_attention_through_the_kernel_with_each_layers_seeds(monke
     want = jax.value_and_grad(loss)(params, reference)
     assert len(calls) == 2 and not (calls[0] == calls[1]).all()  # a layer, its own seeds
     assert abs(float(got[0]) - float(want[0])) < 1e-2
-    assert _max_diff(got[1], want[1]) < 2e-2  # bf16 compute, the kernels' float32 softmax
+    # bf16 compute, the kernels' float32 softmax
+    assert _relative(got[1], want[1]) < 2e-2 and _max_diff(got[1], want[1]) < 5e-2
 
 
 @pytest.mark.skipif(not ON_GPU, reason="the Triton kernels need an NVIDIA GPU")
@@ -153,8 +162,7 @@ def test_triton_kernels_match_the_reference_in_bf16(seq):
     kernel = jax.jit(lambda q, k, v: flash.attention(q, k, v, lengths, seeds, 0.1))
     assert _max_diff(ref(q, k, v), kernel(q, k, v)) < 3e-2
     got, want = _grads(kernel, q, k, v, w), _grads(ref, q, k, v, w)
-    assert max(float(jnp.linalg.norm(g.astype(jnp.float32) - r) / jnp.linalg.norm(r))
-               for g, r in zip(got, want, strict=True)) < 1e-2  # fmt: skip
+    assert max(_relative(g, r) for g, r in zip(got, want, strict=True)) < 1e-2
 
 
 SHARDED = """
