@@ -90,7 +90,7 @@ echo "== parity tests"
 # the backward's masks the forward's, each layer its own). Then dropout masks as the GPU
 # compiles them (rate and independence of neighbours).
 parity_tests=(tests/test_flash.py::test_triton_kernels_match_the_reference_in_bf16
-  tests/test_flash.py::test_bert_runs_its_attention_through_the_kernel_with_each_layers_seeds
+  tests/test_flash.py::test_bert_attention_runs_in_the_kernel_with_each_layers_seeds
   tests/test_attention_kernels.py::test_cudnn_attention_matches_explicit_in_bf16
   tests/test_attention_kernels.py::test_cudnn_dropout_masks_change_every_step_and_the_backward_uses_the_forward_mask
   tests/test_attention_kernels.py::test_cudnn_dropout_bert_trains_and_its_layers_draw_their_own_masks

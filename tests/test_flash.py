@@ -111,12 +111,14 @@ CONFIG = bert.BertConfig(
 )
 
 
-def test_bert_runs_its_attention_through_the_kernel_with_each_layers_seeds(monkeypatch):
+@pytest.mark.parametrize("scan_layers", [False, True], ids=["unrolled", "scanned"])
+def test_bert_attention_runs_in_the_kernel_with_each_layers_seeds(monkeypatch, scan_layers):
     """On a GPU (elsewhere traced as for one, the kernels interpreted), attention="flash" runs
     every layer's attention dropout in the kernel, from seeds that differ by layer; the same
     model with the kernel swapped for `flash.reference` (the same masks written out) gives the
-    same loss and gradients."""
-    config = dataclasses.replace(CONFIG, attention="flash")
+    same loss and gradients. Scanned layers (one traced body) draw their seeds from the key
+    each trip gets."""
+    config = dataclasses.replace(CONFIG, attention="flash", scan_layers=scan_layers)
     model = bert.BertModel(config, head=heads.HeadConfig(num_labels=2), dtype=jnp.bfloat16)
     ids = jnp.asarray(np.random.default_rng(0).integers(3, 100, (2, 16)), jnp.int32)
     mask = jnp.ones_like(ids).at[1, 11:].set(0)
@@ -145,7 +147,8 @@ def test_bert_runs_its_attention_through_the_kernel_with_each_layers_seeds(monke
 
     got = jax.value_and_grad(loss)(params, interpreted)
     want = jax.value_and_grad(loss)(params, reference)
-    assert len(calls) == 2 and not (calls[0] == calls[1]).all()  # a layer, its own seeds
+    if not scan_layers:  # a layer, its own seeds
+        assert len(calls) == 2 and not (calls[0] == calls[1]).all()
     assert abs(float(got[0]) - float(want[0])) < 1e-2
     # bf16 compute, the kernels' float32 softmax
     assert _relative(got[1], want[1]) < 2e-2 and _max_diff(got[1], want[1]) < 5e-2
