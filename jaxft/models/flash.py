@@ -197,7 +197,7 @@ def _forward_kernel(meta_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, *, rate, scal
 
 
 def _forward(q, k, v, meta, rate, scale, interpret):
-    out, lse = _forward_partitioned((rate, scale, interpret), q, k, v, meta)
+    out, lse = _forward_jit((rate, scale, interpret), q, k, v, meta)
     return out, (q, k, v, meta, out, lse)
 
 
@@ -335,7 +335,7 @@ def _query_grads_kernel(
 def _backward(rate, scale, interpret, saved, d_out):
     q, k, v, meta, out, lse = saved
     params = (rate, scale, interpret)
-    return (*_backward_partitioned(params, q, k, v, meta, out, lse, d_out), None)
+    return (*_backward_jit(params, q, k, v, meta, out, lse, d_out), None)
 
 
 def _backward_call(params, q, k, v, meta, out, lse, d_out):
@@ -427,4 +427,7 @@ _backward_partitioned = _batch_partitioned(
     _backward_call,
     "b s h d, b s h d, b s h d, b m, b s h d, b h s, b s h d -> b s h d, b s h d, b s h d",
 )
+# jitted, so that every layer's call of the same shapes lowers its kernels once
+_forward_jit = jax.jit(_forward_partitioned, static_argnums=0)
+_backward_jit = jax.jit(_backward_partitioned, static_argnums=0)
 _attention.defvjp(_forward, _backward)
