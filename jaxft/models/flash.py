@@ -34,8 +34,10 @@ from jaxft.models.dropout import drop_threshold, keep_scale, mix32
 _MASKED = float(np.finfo(np.float32).min)  # a masked key's logit, as attention_bias adds
 
 
-def _keep(s0, s1, counter, threshold):
-    """True where the element whose counter is `counter` is kept."""
+def _keep(s0, s1, h, rows, cols, seq, threshold):
+    """True where the element at (head h, query row, key col) of a `seq`-long self-attention
+    is kept, for an example whose seed words are s0, s1."""
+    counter = (h * seq + rows) * seq + cols
     bits = mix32(mix32(counter ^ s0) ^ s1)
     return jax.lax.shift_right_logical(bits, 16) >= threshold
 
@@ -45,9 +47,8 @@ def keep_masks(seeds, heads: int, queries: int, keys: int, rate: float) -> jax.A
     h, i, j = (
         jax.lax.broadcasted_iota(jnp.int32, (heads, queries, keys), axis) for axis in range(3)
     )
-    counter = (h * queries + i) * keys + j
     s0, s1 = seeds[:, 0, None, None, None], seeds[:, 1, None, None, None]
-    return _keep(s0, s1, counter[None], drop_threshold(rate))
+    return _keep(s0, s1, h[None], i[None], j[None], keys, drop_threshold(rate))
 
 
 def reference(q, k, v, lengths, seeds, rate: float, scale: float | None = None) -> jax.Array:
@@ -67,7 +68,7 @@ def reference(q, k, v, lengths, seeds, rate: float, scale: float | None = None) 
 # Sequences up to this long (a power of two) take every key in one block: the forward pass is
 # one step of its loop and the backward pass one kernel per (example, head), over query blocks
 # of _ONE_PASS_ROWS with 8 warps. Register counts from ptxas for an H100 (head_dim 64): the
-# forward at 128 keys 128 registers a thread with 4 warps, the one-pass backward 177 with 8
+# forward at 128 keys 128 registers a thread with 4 warps, the one-pass backward 175 with 8
 # (over blocks of 64 rows it spilled, 255 registers); at 256 keys both spilled, so longer
 # sequences take the blocked kernels (key and query gradients apart: 227 and 192 registers).
 _ONE_BLOCK = 128
@@ -133,36 +134,38 @@ def _call(kernel, grid, in_specs, out_specs, out_shape, name, interpret, warps=4
     )
 
 
-def _specs(seq, head_dim, block, grid_rank=3):
-    """BlockSpecs over a grid (batch, head[, block]): a block of rows of [b, s, h, d], all of
+def _specs(seq, head_dim, block):
+    """BlockSpecs over a grid (batch, head, block): a block of rows of [b, s, h, d], all of
     them, the meta row, a block of a [b, h, s] statistic and all of it."""
-    i = (lambda b, h, i: i) if grid_rank == 3 else (lambda b, h: 0)
-    at = (lambda f: f) if grid_rank == 3 else (lambda f: lambda b, h: f(b, h, 0))
-    rows = pl.BlockSpec((None, block, None, head_dim), at(lambda b, h, j: (b, i(b, h, j), h, 0)))
-    full = pl.BlockSpec((None, seq, None, head_dim), at(lambda b, h, j: (b, 0, h, 0)))
-    meta = pl.BlockSpec((None, 4), at(lambda b, h, j: (b, 0)))
-    stat = pl.BlockSpec((None, None, block), at(lambda b, h, j: (b, h, i(b, h, j))))
-    stat_full = pl.BlockSpec((None, None, seq), at(lambda b, h, j: (b, h, 0)))
+    rows = pl.BlockSpec((None, block, None, head_dim), lambda b, h, i: (b, i, h, 0))
+    full = pl.BlockSpec((None, seq, None, head_dim), lambda b, h, i: (b, 0, h, 0))
+    meta = pl.BlockSpec((None, 4), lambda b, h, i: (b, 0))
+    stat = pl.BlockSpec((None, None, block), lambda b, h, i: (b, h, i))
+    stat_full = pl.BlockSpec((None, None, seq), lambda b, h, i: (b, h, 0))
     return rows, full, meta, stat, stat_full
+
+
+# dot_general dimensions of a·bᵀ and of aᵀ·b
+_NT = (((1,), (1,)), ((), ()))
+_TN = (((0,), (0,)), ((), ()))
 
 
 def _scores(q, k, scale, cols, length):
     """Masked float32 logits of a block: scale q·kᵀ, keys at or past `length` at _MASKED."""
-    s = jax.lax.dot_general(q, k, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+    s = jax.lax.dot_general(q, k, _NT, preferred_element_type=jnp.float32)
     return jnp.where(cols < length, s * scale, _MASKED)
 
 
 def _block_keep(meta_ref, h, rows, cols, seq, threshold):
-    counter = (h * seq + rows) * seq + cols
-    return _keep(meta_ref[0], meta_ref[1], counter, threshold)
+    return _keep(meta_ref[0], meta_ref[1], h, rows, cols, seq, threshold)
 
 
 def _iotas(block_q, block_k):
     return tuple(jax.lax.broadcasted_iota(jnp.int32, (block_q, block_k), a) for a in (0, 1))
 
 
-def _forward_kernel(meta_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, *, rate, scale, seq, blocks):
-    block_q, block_k = blocks
+def _forward_kernel(meta_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, *, rate, scale, seq, tiles):
+    block_q, block_k = tiles
     threshold, kept = _params(rate)
     h, qi = pl.program_id(1), pl.program_id(2)
     q = q_ref[...]
@@ -220,7 +223,7 @@ def _forward_call(params, q, k, v, meta):
         rate=rate,
         scale=scale,
         seq=seq,
-        blocks=(block_q, block_k),
+        tiles=(block_q, block_k),
     )(meta, q, k, v)
     return out, lse
 
@@ -230,9 +233,7 @@ def _backward_block(meta_ref, h, q, k, v, do, lse, delta, rows, cols, rate, scal
     threshold, kept = _params(rate)
     s = _scores(q, k, scale, cols, meta_ref[2])
     p = jnp.exp(s - lse[:, None])
-    d_dropped = jax.lax.dot_general(
-        do, v, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32
-    )
+    d_dropped = jax.lax.dot_general(do, v, _NT, preferred_element_type=jnp.float32)
     if rate > 0:
         keep = _block_keep(meta_ref, h, rows, cols, seq, threshold)
         dropped = jnp.where(keep, p * kept, 0.0)
@@ -240,9 +241,6 @@ def _backward_block(meta_ref, h, q, k, v, do, lse, delta, rows, cols, rate, scal
     else:
         dropped, dp = p, d_dropped
     return dropped, p * (dp - delta[:, None])
-
-
-_TN = (((0,), (0,)), ((), ()))  # dot_general dimensions of aᵀ·b
 
 
 def _add_key_grads(carry, q, do, dropped, ds):
@@ -346,10 +344,10 @@ def _backward_call(params, q, k, v, meta, out, lse, d_out):
     common = dict(rate=rate, scale=scale, seq=seq, block=block_q)
     if block_k == seq:  # one kernel per (example, head)
         common["block"] = min(_ONE_PASS_ROWS, seq)
-        _, full, meta_spec, _, stat_full = _specs(seq, head_dim, block_q, grid_rank=2)
+        _, full, meta_spec, _, stat_full = _specs(seq, head_dim, block_q)
         dq, dk, dv = _call(
             _one_pass_kernel,
-            (batch, heads),
+            (batch, heads, 1),
             [meta_spec, full, full, full, full, full, stat_full],
             (full, full, full),
             (shaped(q), shaped(k), shaped(v)),
