@@ -22,10 +22,21 @@ use it (about 1.6 GB, not in the project's requirements; no GPU or driver needed
     python benchmarks/gpu_hlo.py --variants default,cudnn_dropout,scan+cudnn_dropout
     python benchmarks/gpu_hlo.py --strategy frozen --variants default,cudnn_dropout --out /tmp/h
 
-The compiler is the plugin's PJRT library (package jax-cuda12-pjrt), which talks to jax through
-PJRT's C API: a newer one can stand in for the installed one, so a card's XLA can be compiled
-with where that XLA's jax needs a newer Python than this machine's (jax 0.11 needs 3.12; its
-PJRT wheel is for any Python 3):
+To compile as the GPU machine does, use its jax in a Python of its own (jax 0.11 needs Python
+3.12; this machine's pyenv has one): the kernels jaxft writes in Pallas (`attention=flash`) are
+lowered to Triton by jax's Python code, which changes between releases, so only the card's jax
+checks them (jax 0.11's lowering asks the default device for its compute capability, which is
+why the compile-only device is the default while tracing):
+
+    ~/.pyenv/versions/3.12.1/bin/python -m venv /tmp/v312
+    /tmp/v312/bin/pip install jax==0.11.2 jaxlib==0.11.2 "jax-cuda12-plugin==0.11.2" \
+        "nvidia-cudnn-cu12>=9.8,<10" flax==0.12.10 transformers==5.17.0 ml_collections \
+        datasets tokenizers safetensors chex pandas tqdm tensorboardX
+    PYTHONPATH=$PWD/.. JAX_PLATFORMS=cpu /tmp/v312/bin/python gpu_hlo.py --variants default,flash
+
+Without such a Python, the plugin's PJRT library (package jax-cuda12-pjrt), which talks to jax
+through PJRT's C API, can stand in for the installed one: the card's XLA then compiles what this
+machine's jax lowered (its PJRT wheel is for any Python 3):
 
     pip download --no-deps --only-binary=:all: --python-version 3.12 \
         --platform manylinux_2_27_x86_64 -d /tmp/w jax-cuda12-pjrt==0.11.2
@@ -106,7 +117,9 @@ def compile_row(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=placed), tree
     )
     batch = throughput_jaxft.numpy_batch(arch, dims, shape["vocab_size"])
-    with during or contextlib.nullcontext(), traced_for_gpu():
+    # The compile-only device is the default while tracing: Pallas's Triton lowering (jax 0.11)
+    # asks the default device for its compute capability, as it asks the card on a GPU host.
+    with during or contextlib.nullcontext(), traced_for_gpu(), jax.default_device(device):
         compiled, seconds, lower_s = ablations.timed_compile(
             train_step, abstract(state), abstract(batch), variant
         )

@@ -313,8 +313,9 @@ def test_t5_fused_attention_gives_the_explicit_outputs_and_gradients():
     logits, grads = _t5_outputs_and_grads("explicit")
     fused_logits, fused_grads = _t5_outputs_and_grads("fused")
     np.testing.assert_allclose(fused_logits, logits, atol=1e-5)
-    jax.tree_util.tree_map(  # float32 rounding of gradients up to ~40 in size
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), fused_grads, grads
+    # float32 rounding of gradients up to ~40 in size (jax 0.11's CPU sums reach 1.1e-5)
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=5e-5), fused_grads, grads
     )
     position_grad = grads["encoder"]["relative_attention_bias"]["embedding"]
     assert float(jnp.abs(position_grad).max()) > 0  # the bias gradient is compared, not zero
