@@ -111,6 +111,10 @@ CONFIG = bert.BertConfig(
 )
 
 
+def _packed_reference(qkv, lengths, seeds, rate, scale):
+    return flash.reference(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], lengths, seeds, rate, scale)
+
+
 @pytest.mark.parametrize("scan_layers", [False, True], ids=["unrolled", "scanned"])
 def test_bert_attention_runs_in_the_kernel_with_each_layers_seeds(monkeypatch, scan_layers):
     """On a GPU (elsewhere traced as for one, the kernels interpreted), attention="flash" runs
@@ -131,27 +135,72 @@ def test_bert_attention_runs_in_the_kernel_with_each_layers_seeds(monkeypatch, s
     calls = []
 
     def loss(p, attend):
-        monkeypatch.setattr(flash, "attention", attend)
+        monkeypatch.setattr(flash, "attention_packed", attend)
         out = model.apply({"params": p}, ids, attention_mask=mask, deterministic=False,
                           rngs={"dropout": jax.random.key(5)})  # fmt: skip
         return jnp.sum(out.logits.astype(jnp.float32))
 
-    kernel = flash.attention
+    kernel = flash.attention_packed
 
-    def interpreted(q, k, v, lengths, seeds, rate, scale):
+    def interpreted(qkv, lengths, seeds, rate, scale):
         calls.append(seeds)
-        return kernel(q, k, v, lengths, seeds, rate, scale, interpret=not ON_GPU)
-
-    def reference(q, k, v, lengths, seeds, rate, scale):
-        return flash.reference(q, k, v, lengths, seeds, rate, scale)
+        return kernel(qkv, lengths, seeds, rate, scale, interpret=not ON_GPU)
 
     got = jax.value_and_grad(loss)(params, interpreted)
-    want = jax.value_and_grad(loss)(params, reference)
+    want = jax.value_and_grad(loss)(params, _packed_reference)
+
     if not scan_layers:  # a layer, its own seeds
         assert len(calls) == 2 and not (calls[0] == calls[1]).all()
     assert abs(float(got[0]) - float(want[0])) < 1e-2
     # bf16 compute, the kernels' float32 softmax
     assert _relative(got[1], want[1]) < 2e-2 and _max_diff(got[1], want[1]) < 5e-2
+
+
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_bert_packs_queries_keys_and_values_from_one_matmul(monkeypatch, strategy):
+    """With the flash kernel, the query, key and value projections run as one matmul of their
+    kernels side by side (LoRA branches, with their dropout, added to their parts): the same
+    loss and gradients, every projection's leaves included, as the three Dense layers stacked."""
+    from jaxft import peft
+
+    config = dataclasses.replace(CONFIG, attention="flash", lora_dropout=0.1)
+    model = bert.BertModel(config, head=heads.HeadConfig(num_labels=2), dtype=jnp.bfloat16)
+    ids = jnp.asarray(np.random.default_rng(1).integers(3, 100, (2, 16)), jnp.int32)
+    mask = jnp.ones_like(ids).at[0, 9:].set(0)
+    params = model.init(jax.random.key(0), ids, attention_mask=mask)["params"]
+    if strategy == "lora":
+        cfg = peft.defaults()
+        cfg.name, cfg.lora.targets = "lora", ("attention/query$", "attention/value$")
+        params, _ = peft.apply(params, cfg, jax.random.key(1))
+    # biases and LoRA's B start at zero: each leaf its own noise, so that no part can stand in
+    # for another
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    noise = lambda i, x: x + 0.05 * jax.random.normal(jax.random.key(i), x.shape, x.dtype)
+    params = tree.unflatten([noise(i, x) for i, x in enumerate(leaves)])
+    monkeypatch.setattr(backend, "on_gpu", lambda: True)
+    monkeypatch.setattr(flash, "attention_packed", _packed_reference)
+    packs = []
+
+    def loss(p, packed):
+        monkeypatch.setattr(bert.SelfAttention, "_packed_projections", packed)
+        out = model.apply({"params": p}, ids, attention_mask=mask, deterministic=False,
+                          rngs={"dropout": jax.random.key(7)})  # fmt: skip
+        return jnp.sum(out.logits.astype(jnp.float32))
+
+    fused = bert.SelfAttention._packed_projections
+
+    def counted(self, *args):
+        packs.append(fused(self, *args))
+        return packs[-1]
+
+    got = jax.value_and_grad(loss)(params, counted)
+    want = jax.value_and_grad(loss)(params, lambda *_: None)  # the Dense layers, stacked
+    assert len(packs) == 2 and all(qkv is not None for qkv in packs)
+    assert abs(float(got[0]) - float(want[0])) < 1e-2
+    assert _relative(got[1], want[1]) < 1e-2 and _max_diff(got[1], want[1]) < 2e-2
+    if strategy == "lora":  # the branches' gradients are compared, not zero
+        grad_b = got[1]["encoder"]["layer_0"]["attention"]["value"]["lora_b"]
+        assert float(jnp.abs(grad_b).max()) > 0
 
 
 @pytest.mark.skipif(not ON_GPU, reason="the Triton kernels need an NVIDIA GPU")

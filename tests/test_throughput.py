@@ -162,12 +162,16 @@ def test_hlo_bytes_charges_an_async_fusion_once_at_its_start():
 
 
 CUSTOM_CALLS_HLO = """
-ENTRY %main (p0: bf16[64,256], p1: bf16[256,64], p2: bf16[8,128,4,64]) -> bf16[64,64] {
+ENTRY %main (p0: bf16[64,256], p1: bf16[256,64], p2: bf16[8,128,4,64], p3: bf16[8,128,4,64], p4: bf16[8,128,4,64], p5: bf16[8,128,12,64]) -> bf16[64,64] {
   %p0 = bf16[64,256]{1,0} parameter(0)
   %p1 = bf16[256,64]{1,0} parameter(1)
   %p2 = bf16[8,128,4,64]{3,2,1,0} parameter(2)
+  %p3 = bf16[8,128,4,64]{3,2,1,0} parameter(3)
+  %p4 = bf16[8,128,4,64]{3,2,1,0} parameter(4)
+  %p5 = bf16[8,128,12,64]{3,2,1,0} parameter(5)
   %gemm.1 = (bf16[64,64]{1,0}, s8[1024]{0}) custom-call(%p0, %p1), custom_call_target="__cublas$gemm", backend_config={"gemm_backend_config":{}}
-  %fmha.1 = bf16[8,128,4,64]{3,2,1,0} custom-call(%p2, %p2, %p2), custom_call_target="__cudnn$fmhaSoftmaxDropoutBackward", backend_config={"cudnn_fmha_backend_config":{"bmm1_grad_gemm1_dot_dimension_numbers":{}}}
+  %fmha.1 = bf16[8,128,4,64]{3,2,1,0} custom-call(%p2, %p3, %p4), custom_call_target="__cudnn$fmhaSoftmaxDropoutBackward", backend_config={"cudnn_fmha_backend_config":{"bmm1_grad_gemm1_dot_dimension_numbers":{}}}
+  %pallas.1 = bf16[8,128,4,64]{3,2,1,0} custom-call(%p5, %p5, %p5), custom_call_target="__gpu$xla.gpu.triton"
   ROOT %gte.1 = bf16[64,64]{1,0} get-tuple-element(%gemm.1), index=0
 }
 """  # noqa: E501
@@ -177,9 +181,12 @@ def test_hlo_bytes_counts_cudnn_attention_outside_the_library_matmuls():
     # cuDNN's attention backward names its "gemm" dimension numbers in its backend config; it
     # is attention, not a matmul (until 2026-11-28 it was counted as one: 1.1 GB of the
     # BERT-base cudnn_dropout step left out)
-    gemm, fmha = hlo_bytes.entry_kernels(CUSTOM_CALLS_HLO)
+    gemm, fmha, pallas = hlo_bytes.entry_kernels(CUSTOM_CALLS_HLO)
     assert gemm["matmul"] and not fmha["matmul"]
     assert fmha["bytes"] == 4 * 8 * 128 * 4 * 64 * 2
+    # jaxft's flash kernel takes the packed queries, keys and values three times: one buffer,
+    # read once (until 2026-11-28 it counted three times)
+    assert not pallas["matmul"] and pallas["bytes"] == (12 + 4) * 8 * 128 * 64 * 2
 
 
 def test_peak_flops_by_device_name():

@@ -145,6 +145,15 @@ class SelfAttention(nn.Module):
         )
         project = lambda n, t: dense(n)(t, deterministic, lora_keeps.get((n,)))
         heads = lambda t: t.reshape(t.shape[:-1] + (c.num_attention_heads, c.head_dim))
+        rate = 0.0 if deterministic else c.attention_probs_dropout_prob
+        if self._kernel(rate, x.shape[1], pruned) == "flash":  # probs_keep: the examples' seeds
+            qkv = self._packed_projections(x, deterministic, lora_keeps)
+            if qkv is None:
+                qkv = jnp.stack([heads(project(n, x)) for n in ("query", "key", "value")], 2)
+            lengths = attention_lib.key_lengths(mask)
+            scale = c.head_dim**-0.5
+            context = flash.attention_packed(qkv, lengths, probs_keep, rate, scale)
+            return project("output", context.reshape(x.shape))
         q = heads(project("query", queries))
         k, v = (heads(project(n, x)) for n in ("key", "value"))
         if self._prefixed():
@@ -155,12 +164,8 @@ class SelfAttention(nn.Module):
 
             k = jnp.concatenate([prefix("prefix_key"), k], axis=1)
             v = jnp.concatenate([prefix("prefix_value"), v], axis=1)
-        rate = 0.0 if deterministic else c.attention_probs_dropout_prob
         kernel = self._kernel(rate, k.shape[1], pruned)
-        if kernel == "flash":  # probs_keep: the examples' seeds (dropout.SeedSite)
-            lengths = attention_lib.key_lengths(mask)
-            context = flash.attention(q, k, v, lengths, probs_keep, rate, c.head_dim**-0.5)
-        elif kernel is not None:
+        if kernel is not None:
             seed = attention_lib.call_seed(c.dropout_seed, self.scope.path)
             lengths = attention_lib.key_lengths(mask)
             context = attention_lib.fused_attention(q, k, v, lengths, kernel, rate, seed)
@@ -174,6 +179,41 @@ class SelfAttention(nn.Module):
             )
             context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
         return project("output", context.reshape(queries.shape[:2] + (c.hidden_size,)))
+
+    def _packed_projections(self, x, deterministic, lora_keeps):
+        """Queries, keys and values [batch, seq, 3, heads, head_dim] from one matmul of the three
+        projections' kernels side by side, their biases added in its epilogue (XLA added each
+        of the three apart), and their input gradient one matmul of the packed gradient that
+        the flash kernel writes (not three, summed). The same sums as the three `Dense`
+        layers, LoRA branches included. None where a projection holds other leaves (IA³) or
+        none yet (at init)."""
+        c = self.config
+        names = ("query", "key", "value")
+        params = self.variables.get("params", {})
+        leaves = [params.get(n, {}) for n in names]
+        plain = {"kernel", "bias"}
+        lora = plain | {"lora_a", "lora_b", "lora_scale"}
+        if not all(set(t) in (plain, lora) for t in leaves):
+            return None
+        keeps = [lora_keeps.get((n,)) for n in names]
+        own_masks = not deterministic and c.lora_dropout  # a branch without one draws its own
+        unmasked = ("lora_a" in t and m is None for t, m in zip(leaves, keeps, strict=True))
+        if own_masks and any(unmasked):
+            return None
+        x = x.astype(self.dtype)
+        kernel = jnp.concatenate([t["kernel"] for t in leaves], axis=1)
+        y = layers_lib.project(x, kernel.astype(self.dtype))
+        if any("lora_a" in t for t in leaves):
+            zeros = jnp.zeros(x.shape[:-1] + (c.hidden_size,), self.dtype)
+            updates = [
+                layers_lib.lora_update(x if m is None else apply_mask(x, c.lora_dropout, m), t,
+                                       self.dtype) if "lora_a" in t else zeros
+                for t, m in zip(leaves, keeps, strict=True)
+            ]  # fmt: skip
+            y = y + jnp.concatenate(updates, axis=-1)
+        bias = jnp.concatenate([t["bias"] for t in leaves])
+        y = y + layers_lib.rows_of(bias, y.shape, self.dtype)
+        return y.reshape(x.shape[:-1] + (3, c.num_attention_heads, c.head_dim))
 
     def _prefixed(self) -> bool:
         return self.has_variable("params", "prefix_key")

@@ -14,7 +14,10 @@ Each element's decision hashes its (head, query, key) counter with the example's
 16-bit threshold, the rounding `dropout.drop_threshold` gives the rest of jaxft. `reference`
 is the same computation in plain jnp (the masks written out), for tests and for the CPU.
 
-Layout [batch, seq, heads, head_dim] (BERT's projections reshaped, no transposes); padding as
+Layout: queries, keys and values packed [batch, seq, 3, heads, head_dim], as one fused projection
+writes them (`attention_packed`; BERT's three projections side by side reshaped, no transposes
+or slices), the output [batch, seq, heads, head_dim]; the backward pass writes the packed
+gradient, which the fused projection's input gradient reads as one matmul. Padding as
 per-example key lengths (right padding); no bias, not causal: the BERT family's attention.
 """
 
@@ -96,8 +99,22 @@ def attention(q, k, v, lengths, seeds, rate: float, scale=None, interpret: bool 
     kernel with the masks of `keep_masks(seeds, ...)`. q, k, v [batch, seq, heads, head_dim]
     (one length for queries and keys), lengths int32 [batch], seeds int32 [batch, 2]
     (`dropout.kernel_seeds`). `interpret` runs the kernels in Pallas's interpreter, on any
-    backend (slow: for tests); by default wherever the step is not traced for a GPU."""
-    batch, seq, heads, head_dim = q.shape
+    backend (slow: for tests); by default wherever the step is not traced for a GPU.
+
+    Stacks q, k and v for `attention_packed`, a copy that a caller whose one projection writes
+    them packed does without."""
+    qkv = jnp.stack([q, k, v], axis=2)
+    return attention_packed(qkv, lengths, seeds, rate, scale, interpret)
+
+
+def attention_packed(qkv, lengths, seeds, rate: float, scale=None, interpret=None):
+    """`attention` of queries, keys and values packed [batch, seq, 3, heads, head_dim]; its
+    gradient comes back packed too."""
+    batch, seq, parts, heads, head_dim = qkv.shape
+    if parts != 3:
+        raise ValueError(
+            f"packed attention takes [batch, seq, 3, heads, head_dim]; got {qkv.shape}"
+        )
     if not supports(seq, head_dim):
         raise ValueError(
             f"flash attention takes a sequence length that is a multiple of 16 and a head size "
@@ -109,19 +126,24 @@ def attention(q, k, v, lengths, seeds, rate: float, scale=None, interpret: bool 
     meta = jnp.concatenate([seeds.astype(jnp.int32), lengths.astype(jnp.int32)[:, None]], -1)
     meta = jnp.pad(meta, ((0, 0), (0, 1)))  # [batch, 4]: seed words, length, unused
     interpret = not backend.on_gpu() if interpret is None else interpret
-    return _attention(q, k, v, meta, float(rate), scale, bool(interpret))
+    # [batch, seq, 3 heads, head_dim]: query head h is part h, its key 3h's h + heads, its value
+    # h + 2 heads (a reshape, no copy)
+    packed = qkv.reshape(batch, seq, 3 * heads, head_dim)
+    return _attention(packed, meta, float(rate), scale, bool(interpret))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _attention(q, k, v, meta, rate, scale, interpret):
-    return _forward(q, k, v, meta, rate, scale, interpret)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _attention(packed, meta, rate, scale, interpret):
+    return _forward(packed, meta, rate, scale, interpret)[0]
 
 
 def _params(rate):
     return (drop_threshold(rate), keep_scale(rate)) if rate > 0 else (0, 1.0)
 
 
-def _call(kernel, grid, in_specs, out_specs, out_shape, name, interpret, warps=4, **params):
+def _call(
+    kernel, grid, in_specs, out_specs, out_shape, name, interpret, warps=4, aliases=None, **params
+):
     return pl.pallas_call(
         functools.partial(kernel, **params),
         out_shape=out_shape,
@@ -131,18 +153,35 @@ def _call(kernel, grid, in_specs, out_specs, out_shape, name, interpret, warps=4
         compiler_params=None if interpret else plt.CompilerParams(num_warps=warps, num_stages=1),
         interpret=interpret,
         name=name,
+        input_output_aliases=aliases or {},
     )
 
 
-def _specs(seq, head_dim, block):
-    """BlockSpecs over a grid (batch, head, block): a block of rows of [b, s, h, d], all of
-    them, the meta row, a block of a [b, h, s] statistic and all of it."""
-    rows = pl.BlockSpec((None, block, None, head_dim), lambda b, h, i: (b, i, h, 0))
-    full = pl.BlockSpec((None, seq, None, head_dim), lambda b, h, i: (b, 0, h, 0))
-    meta = pl.BlockSpec((None, 4), lambda b, h, i: (b, 0))
-    stat = pl.BlockSpec((None, None, block), lambda b, h, i: (b, h, i))
-    stat_full = pl.BlockSpec((None, None, seq), lambda b, h, i: (b, h, 0))
-    return rows, full, meta, stat, stat_full
+class _Specs:
+    """BlockSpecs over a grid (batch, head, block) of arrays [b, s, parts, d]: the packed
+    queries, keys and values (parts 3 heads) or an output and its gradient (parts = heads)."""
+
+    def __init__(self, seq, heads, head_dim, block):
+        self.seq, self.heads, self.head_dim, self.block = seq, heads, head_dim, block
+        self.meta = pl.BlockSpec((None, 4), lambda b, h, i: (b, 0))
+        self.stat = pl.BlockSpec((None, None, block), lambda b, h, i: (b, h, i))
+        self.stat_full = pl.BlockSpec((None, None, seq), lambda b, h, i: (b, h, 0))
+        # an example's whole packed gradient: each head's program writes its three parts
+        self.packed = pl.BlockSpec((None, seq, 3 * heads, head_dim), lambda b, h, i: (b, 0, 0, 0))
+
+    def rows(self, part=0):
+        """A block of rows of head h of `part` (0 queries or the output, 1 keys, 2 values)."""
+        at = part * self.heads
+        return pl.BlockSpec(
+            (None, self.block, None, self.head_dim), lambda b, h, i: (b, i, at + h, 0)
+        )
+
+    def full(self, part=0):
+        """All rows of head h of `part`."""
+        at = part * self.heads
+        return pl.BlockSpec(
+            (None, self.seq, None, self.head_dim), lambda b, h, i: (b, 0, at + h, 0)
+        )
 
 
 # dot_general dimensions of a·bᵀ and of aᵀ·b
@@ -199,23 +238,24 @@ def _forward_kernel(meta_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, *, rate, scal
     lse_ref[...] = top + jnp.log(total)
 
 
-def _forward(q, k, v, meta, rate, scale, interpret):
-    out, lse = _forward_jit((rate, scale, interpret), q, k, v, meta)
-    return out, (q, k, v, meta, out, lse)
+def _forward(packed, meta, rate, scale, interpret):
+    out, lse = _forward_jit((rate, scale, interpret), packed, meta)
+    return out, (packed, meta, out, lse)
 
 
-def _forward_call(params, q, k, v, meta):
+def _forward_call(params, packed, meta):
     rate, scale, interpret = params
-    batch, seq, heads, head_dim = q.shape
+    batch, seq, parts, head_dim = packed.shape
+    heads = parts // 3
     block_q, block_k = blocks(seq)
-    rows, full, meta_spec, stat, _ = _specs(seq, head_dim, block_q)
+    spec = _Specs(seq, heads, head_dim, block_q)
     out, lse = _call(
         _forward_kernel,
         (batch, heads, seq // block_q),
-        [meta_spec, rows, full, full],
-        (rows, stat),
+        [spec.meta, spec.rows(0), spec.full(1), spec.full(2)],
+        (spec.rows(), spec.stat),
         (
-            jax.ShapeDtypeStruct(q.shape, q.dtype),
+            jax.ShapeDtypeStruct((batch, seq, heads, head_dim), packed.dtype),
             jax.ShapeDtypeStruct((batch, heads, seq), jnp.float32),
         ),
         "jaxft_flash_forward",
@@ -224,7 +264,7 @@ def _forward_call(params, q, k, v, meta):
         scale=scale,
         seq=seq,
         tiles=(block_q, block_k),
-    )(meta, q, k, v)
+    )(meta, packed, packed, packed)
     return out, lse
 
 
@@ -251,17 +291,22 @@ def _add_key_grads(carry, q, do, dropped, ds):
     return dk + jax.lax.dot_general(ds.astype(q.dtype), q, _TN, **f32), dv
 
 
-def _key_grads_loop(step, shape, trips, dk_ref, dv_ref, scale):
-    """Runs `step` over the query blocks from zero key and value gradients, then writes them."""
+def _key_grads_loop(step, shape, trips, write, scale):
+    """Runs `step` over the query blocks from zero key and value gradients, then writes them
+    (`write(dk, dv)`, in float32)."""
     zeros = jnp.zeros(shape, jnp.float32)
     dk, dv = jax.lax.fori_loop(0, trips, step, (zeros, zeros))
-    dk_ref[...] = (dk * scale).astype(dk_ref.dtype)
-    dv_ref[...] = dv.astype(dv_ref.dtype)
+    write(dk * scale, dv)
+
+
+def _put(ref, rows, part, grad):
+    """Writes a head's gradient block into an example's packed gradient (`_Specs.packed`)."""
+    ref[rows, part, :] = grad.astype(ref.dtype)
 
 
 def _one_pass_kernel(
-    meta_ref, q_ref, k_ref, v_ref, o_ref, do_ref, lse_ref, dq_ref, dk_ref, dv_ref, *,
-    rate, scale, seq, block,
+    meta_ref, q_ref, k_ref, v_ref, o_ref, do_ref, lse_ref, dqkv_ref, *,
+    rate, scale, seq, block, heads,
 ):  # fmt: skip
     """The backward pass of one (example, head) whose keys are one block: each query block's
     gradient is whole after its one visit, and the key and value gradients add up over them."""
@@ -281,15 +326,19 @@ def _one_pass_kernel(
             cols, rate, scale, seq,
         )  # fmt: skip
         dq = jax.lax.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
-        dq_ref[pl.ds(start, block), :] = (dq * scale).astype(dq_ref.dtype)
+        _put(dqkv_ref, pl.ds(start, block), h, dq * scale)
         return _add_key_grads(carry, q, do, dropped, ds)
 
-    _key_grads_loop(step, k.shape, seq // block, dk_ref, dv_ref, scale)
+    def write(dk, dv):
+        _put(dqkv_ref, slice(None), heads + h, dk)
+        _put(dqkv_ref, slice(None), 2 * heads + h, dv)
+
+    _key_grads_loop(step, k.shape, seq // block, write, scale)
 
 
 def _key_grads_kernel(
-    meta_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref, *,
-    rate, scale, seq, block,
+    meta_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dqkv_ref, *,
+    rate, scale, seq, block, heads,
 ):  # fmt: skip
     h, ki = pl.program_id(1), pl.program_id(2)
     k, v = k_ref[...], v_ref[...]
@@ -306,12 +355,20 @@ def _key_grads_kernel(
         )
         return _add_key_grads(carry, q, do, dropped, ds)
 
-    _key_grads_loop(step, k.shape, seq // block, dk_ref, dv_ref, scale)
+    def write(dk, dv):
+        rows = pl.ds(pl.multiple_of(ki * block, block), block)
+        _put(dqkv_ref, rows, heads + h, dk)
+        _put(dqkv_ref, rows, 2 * heads + h, dv)
+
+    _key_grads_loop(step, k.shape, seq // block, write, scale)
 
 
 def _query_grads_kernel(
-    meta_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dq_ref, *, rate, scale, seq, block
-):
+    meta_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, _, dqkv_ref, *,
+    rate, scale, seq, block, heads,
+):  # fmt: skip
+    """The queries' gradient, written into the packed gradient that `_key_grads_kernel` made
+    (the unused input before `dqkv_ref`, aliased to it)."""
     h, qi = pl.program_id(1), pl.program_id(2)
     q, do = q_ref[...], do_ref[...]
     lse, delta = lse_ref[...], delta_ref[...]
@@ -327,61 +384,64 @@ def _query_grads_kernel(
         return dq + jax.lax.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
 
     dq = jax.lax.fori_loop(0, seq // block, step, jnp.zeros(q.shape, jnp.float32))
-    dq_ref[...] = (dq * scale).astype(dq_ref.dtype)
+    _put(dqkv_ref, pl.ds(pl.multiple_of(qi * block, block), block), h, dq * scale)
 
 
 def _backward(rate, scale, interpret, saved, d_out):
-    q, k, v, meta, out, lse = saved
+    packed, meta, out, lse = saved
     params = (rate, scale, interpret)
-    return (*_backward_jit(params, q, k, v, meta, out, lse, d_out), None)
+    return _backward_jit(params, packed, meta, out, lse, d_out), None
 
 
-def _backward_call(params, q, k, v, meta, out, lse, d_out):
+def _backward_call(params, packed, meta, out, lse, d_out):
     rate, scale, interpret = params
-    batch, seq, heads, head_dim = q.shape
+    batch, seq, parts, head_dim = packed.shape
+    heads = parts // 3
     block_q, block_k = blocks(seq)
-    shaped = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
-    common = dict(rate=rate, scale=scale, seq=seq, block=block_q)
+    grad = jax.ShapeDtypeStruct(packed.shape, packed.dtype)
+    common = dict(rate=rate, scale=scale, seq=seq, block=block_q, heads=heads)
     if block_k == seq:  # one kernel per (example, head)
         common["block"] = min(_ONE_PASS_ROWS, seq)
-        _, full, meta_spec, _, stat_full = _specs(seq, head_dim, block_q)
-        dq, dk, dv = _call(
+        spec = _Specs(seq, heads, head_dim, block_q)
+        full = spec.full()
+        return _call(
             _one_pass_kernel,
             (batch, heads, 1),
-            [meta_spec, full, full, full, full, full, stat_full],
-            (full, full, full),
-            (shaped(q), shaped(k), shaped(v)),
+            [spec.meta, full, spec.full(1), spec.full(2), full, full, spec.stat_full],
+            spec.packed,
+            grad,
             "jaxft_flash_backward",
             interpret,
             warps=8,
             **common,
-        )(meta, q, k, v, out, d_out, lse)
-        return dq, dk, dv
-    rows, full, meta_spec, stat, stat_full = _specs(seq, head_dim, block_q)
+        )(meta, packed, packed, packed, out, d_out, lse)
+    spec = _Specs(seq, heads, head_dim, block_q)
     # rowsum(dO ∘ O) = rowsum(p ∘ dp) of the softmax backward, dropout included
     delta = jnp.einsum("bshd,bshd->bhs", d_out.astype(jnp.float32), out.astype(jnp.float32))
     grid = (batch, heads, seq // block_q)
-    dk, dv = _call(
+    dqkv = _call(
         _key_grads_kernel,
         grid,
-        [meta_spec, full, rows, rows, full, stat_full, stat_full],
-        (rows, rows),
-        (shaped(k), shaped(v)),
+        [spec.meta, spec.full(0), spec.rows(1), spec.rows(2), spec.full(), spec.stat_full,
+         spec.stat_full],
+        spec.packed,
+        grad,
         "jaxft_flash_key_grads",
         interpret,
         **common,
-    )(meta, q, k, v, d_out, lse, delta)
-    dq = _call(
+    )(meta, packed, packed, packed, d_out, lse, delta)  # fmt: skip
+    return _call(
         _query_grads_kernel,
         grid,
-        [meta_spec, rows, full, full, rows, stat, stat],
-        rows,
-        shaped(q),
+        [spec.meta, spec.rows(0), spec.full(1), spec.full(2), spec.rows(), spec.stat, spec.stat,
+         spec.packed],
+        spec.packed,
+        grad,
         "jaxft_flash_query_grads",
         interpret,
+        aliases={7: 0},
         **common,
-    )(meta, q, k, v, d_out, lse, delta)
-    return dq, dk, dv
+    )(meta, packed, packed, packed, d_out, lse, delta, dqkv)  # fmt: skip
 
 
 def _batch_partitioned(call, rule: str):
@@ -418,12 +478,10 @@ def _batch_partitioned(call, rule: str):
     return partitioned
 
 
-_forward_partitioned = _batch_partitioned(
-    _forward_call, "b s h d, b s h d, b s h d, b m -> b s h d, b h s"
-)
+# p: the packed parts (3 heads)
+_forward_partitioned = _batch_partitioned(_forward_call, "b s p d, b m -> b s h d, b h s")
 _backward_partitioned = _batch_partitioned(
-    _backward_call,
-    "b s h d, b s h d, b s h d, b m, b s h d, b h s, b s h d -> b s h d, b s h d, b s h d",
+    _backward_call, "b s p d, b m, b s h d, b h s, b s h d -> b s p d"
 )
 # jitted, so that every layer's call of the same shapes lowers its kernels once
 _forward_jit = jax.jit(_forward_partitioned, static_argnums=0)

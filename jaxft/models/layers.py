@@ -165,18 +165,20 @@ class Dense(nn.Module):
                 h = Dropout(self.lora_dropout)(x, deterministic=drop)
             else:
                 h = apply_mask(x, self.lora_dropout, lora_keep)
-            h = jnp.dot(
-                jnp.dot(h, lora_a.astype(self.dtype)), self._leaf("lora_b").astype(self.dtype)
-            )
-            # scaled in float32 and rounded once, as PEFT's `* scaling` under autocast
-            scale = self._leaf("lora_scale").astype(jnp.float32)
-            y = y + (h.astype(jnp.float32) * scale).astype(self.dtype)
+            y = y + lora_update(h, self.variables["params"], self.dtype)
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
             y = y + rows_of(bias, y.shape, self.dtype)
         if ia3_out is not None:
             y = y * rows_of(ia3_out, y.shape, self.dtype)
         return y
+
+
+def lora_update(h: jax.Array, leaves: dict, dtype) -> jax.Array:
+    """A `Dense`'s LoRA branch on its (dropped-out) input h: scale * (h @ A) @ B, computed
+    factorized and scaled in float32, rounded once, as PEFT's `* scaling` under autocast."""
+    h = jnp.dot(jnp.dot(h, leaves["lora_a"].astype(dtype)), leaves["lora_b"].astype(dtype))
+    return (h.astype(jnp.float32) * leaves["lora_scale"].astype(jnp.float32)).astype(dtype)
 
 
 def lora_input_widths(params: dict) -> dict[tuple, int]:
