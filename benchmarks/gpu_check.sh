@@ -121,14 +121,15 @@ extra=(--strategies full,frozen --hf_strategies full,frozen,lora
 TARGET_ROWS=lora:default,t5:default
 # --long, in this order after the targets, first what would decide a default: jaxft's own
 # Pallas flash attention with its dropout drawn in the kernel (attention=flash: jaxft's masks,
-# a function of the step's key and the example, no caveat), cuDNN's (attention=cudnn_dropout:
-# cuDNN's masks, which follow this process's step count), flash with every matmul in cuBLAS
-# (no_triton_gemm), then no_triton_gemm alone: compiled for an H100 by XLA 0.11.2 on the
-# 2-core machine, flash and cudnn_dropout moved the same 15.76 GB per full step against 18.12
-# (929 kernels against 1,072), and no_triton_gemm compiles 2-4 s faster there, so these rows
-# decide the full-step and compile-time targets; then flash for the frozen and LoRA steps, as
-# a default would change them all; cudnn_dropout for T5 (jaxft's kernel takes no position
-# bias), the frozen and LoRA steps; then the library's past choices measured again: the full
+# a function of the step's key and the example, no caveat) with every matmul in cuBLAS
+# (no_triton_gemm: its epilogue adds the packed Q, K, V bias), then with XLA's autotuned mix:
+# compiled for an H100 by jax and XLA 0.11.2 on the 2-core machine they moved 13.70 and 15.82
+# GB per full step against the default's 18.12 (781 and 819 kernels against 1,072) and
+# compiled 5 and 2 s faster, so these rows decide the full-step and compile-time targets; the
+# same two for the frozen and LoRA steps (a default would change them all); then cuDNN's
+# kernel (attention=cudnn_dropout: cuDNN's masks, which follow this process's step count),
+# no_triton_gemm alone, cudnn_dropout for T5 (jaxft's kernel takes no position bias), the
+# frozen and LoRA steps; then the library's past choices measured again: the full
 # step with a dropout bank per block (block_masks: the library before its one bank per model,
 # 18.4 s there and 3% fewer bytes), with XLA's fusion autotuner back on (XLA's default, off in
 # jaxft on a GPU since 2026-11-27) and without any autotuning; the frozen and full steps with
@@ -139,7 +140,7 @@ TARGET_ROWS=lora:default,t5:default
 # in float32). A row's compile s is measured in the process that compiled the rows before it,
 # whose GEMM autotuning results XLA keeps and reuses: the first row's (the default full step)
 # is the fresh figure; step 3 compiles the candidate without autotuning.
-DIAGNOSTIC_ROWS=flash,cudnn_dropout,flash+no_triton_gemm,no_triton_gemm,frozen:flash,lora:flash,t5:cudnn_dropout,frozen:cudnn_dropout,lora:cudnn_dropout,cudnn_dropout+no_triton_gemm,block_masks,fusion_autotuner,autotune0,frozen:cudnn_dropout+no_dot_merger,cudnn_dropout+no_dot_merger,t5:autodiff_bias+f32_head_loss
+DIAGNOSTIC_ROWS=flash+no_triton_gemm,flash,frozen:flash+no_triton_gemm,lora:flash+no_triton_gemm,frozen:flash,lora:flash,cudnn_dropout,no_triton_gemm,t5:cudnn_dropout,frozen:cudnn_dropout,lora:cudnn_dropout,cudnn_dropout+no_triton_gemm,block_masks,fusion_autotuner,autotune0,frozen:cudnn_dropout+no_dot_merger,cudnn_dropout+no_dot_merger,t5:autodiff_bias+f32_head_loss
 rows=$TARGET_ROWS
 [[ $long == 1 ]] && rows+=",$DIAGNOSTIC_ROWS"
 [[ "${ABLATIONS:-0}" == 1 ]] || extra+=(--ablations "$rows")
