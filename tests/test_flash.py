@@ -54,6 +54,30 @@ def test_kernels_give_the_reference_outputs_and_gradients(seq, rate):
     assert _max_diff(_grads(ref, q, k, v, w), _grads(kernel, q, k, v, w)) < 1e-5
 
 
+@pytest.mark.parametrize("seq", [32, 48], ids=["one_block", "blocked"])
+def test_packed_kernels_add_the_bias_and_give_its_gradient(seq):
+    """The packed kernels add each part's bias as they read it and give back the gradients of
+    the packed input and of the bias (its rows summed)."""
+    q, k, v, w = _qkv(2, seq, 2, 16, seed=seq + 1)
+    qkv = jnp.stack([q, k, v], axis=2)
+    bias = jax.random.normal(jax.random.key(9), (3, 2, 16))
+    lengths = jnp.array([seq - 5, seq], jnp.int32)
+    seeds = dropout.kernel_seeds(jax.random.key(8), 1, 2)
+
+    def ref(qkv, bias):
+        q, k, v = jnp.moveaxis(qkv + bias, 2, 0)
+        return flash.reference(q, k, v, lengths, seeds, 0.1)
+
+    def kernel(qkv, bias):
+        return flash.attention_packed(qkv, lengths, seeds, 0.1, interpret=True, bias=bias)
+
+    loss = lambda fn: jax.grad(lambda a, b: jnp.sum(fn(a, b) * w), (0, 1))(qkv, bias)
+    assert _max_diff(ref(qkv, bias), kernel(qkv, bias)) < 1e-5
+    got, want = loss(kernel), loss(ref)
+    assert _max_diff(got[0], want[0]) < 1e-5 and _max_diff(got[1], want[1]) < 1e-4
+    assert float(jnp.abs(want[1]).max()) > 0.1  # the bias gradient is compared, not ~zero
+
+
 def test_reference_without_dropout_is_the_explicit_attention():
     q, k, v, _ = _qkv(2, 16, 3, 8)
     mask = jnp.ones((2, 16), jnp.int32).at[1, 9:].set(0)
@@ -111,8 +135,13 @@ CONFIG = bert.BertConfig(
 )
 
 
-def _packed_reference(qkv, lengths, seeds, rate, scale):
-    return flash.reference(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], lengths, seeds, rate, scale)
+def _packed_reference(qkv, lengths, seeds, rate, scale, bias=None):
+    """`flash.attention_packed` as `flash.reference` computes it, the bias added as `Dense`
+    adds it."""
+    if bias is not None:
+        qkv = qkv + bias.astype(qkv.dtype)
+    q, k, v = jnp.moveaxis(qkv, 2, 0)
+    return flash.reference(q, k, v, lengths, seeds, rate, scale)
 
 
 @pytest.mark.parametrize("scan_layers", [False, True], ids=["unrolled", "scanned"])
@@ -142,9 +171,9 @@ def test_bert_attention_runs_in_the_kernel_with_each_layers_seeds(monkeypatch, s
 
     kernel = flash.attention_packed
 
-    def interpreted(qkv, lengths, seeds, rate, scale):
+    def interpreted(qkv, lengths, seeds, rate, scale, bias):
         calls.append(seeds)
-        return kernel(qkv, lengths, seeds, rate, scale, interpret=not ON_GPU)
+        return kernel(qkv, lengths, seeds, rate, scale, interpret=not ON_GPU, bias=bias)
 
     got = jax.value_and_grad(loss)(params, interpreted)
     want = jax.value_and_grad(loss)(params, _packed_reference)

@@ -147,12 +147,12 @@ class SelfAttention(nn.Module):
         heads = lambda t: t.reshape(t.shape[:-1] + (c.num_attention_heads, c.head_dim))
         rate = 0.0 if deterministic else c.attention_probs_dropout_prob
         if self._kernel(rate, x.shape[1], pruned) == "flash":  # probs_keep: the examples' seeds
-            qkv = self._packed_projections(x, deterministic, lora_keeps)
+            qkv, bias = self._packed_projections(x, deterministic, lora_keeps) or (None, None)
             if qkv is None:
                 qkv = jnp.stack([heads(project(n, x)) for n in ("query", "key", "value")], 2)
             lengths = attention_lib.key_lengths(mask)
             scale = c.head_dim**-0.5
-            context = flash.attention_packed(qkv, lengths, probs_keep, rate, scale)
+            context = flash.attention_packed(qkv, lengths, probs_keep, rate, scale, bias=bias)
             return project("output", context.reshape(x.shape))
         q = heads(project("query", queries))
         k, v = (heads(project(n, x)) for n in ("key", "value"))
@@ -181,12 +181,13 @@ class SelfAttention(nn.Module):
         return project("output", context.reshape(queries.shape[:2] + (c.hidden_size,)))
 
     def _packed_projections(self, x, deterministic, lora_keeps):
-        """Queries, keys and values [batch, seq, 3, heads, head_dim] from one matmul of the three
-        projections' kernels side by side, their biases added in its epilogue (XLA added each
-        of the three apart), and their input gradient one matmul of the packed gradient that
-        the flash kernel writes (not three, summed). The same sums as the three `Dense`
-        layers, LoRA branches included. None where a projection holds other leaves (IA³) or
-        none yet (at init)."""
+        """(queries, keys and values [batch, seq, 3, heads, head_dim] before their biases, the
+        biases [3, heads, head_dim]) from one matmul of the three projections' kernels side by
+        side, for the flash kernel, which adds the biases as it reads them (XLA added each of
+        the three in a kernel of its own) and writes the packed gradient whose input gradient
+        is one matmul (not three, summed). The same sums as the three `Dense` layers, LoRA
+        branches included. None where a projection holds other leaves (IA³) or none yet (at
+        init)."""
         c = self.config
         names = ("query", "key", "value")
         params = self.variables.get("params", {})
@@ -211,9 +212,9 @@ class SelfAttention(nn.Module):
                 for t, m in zip(leaves, keeps, strict=True)
             ]  # fmt: skip
             y = y + jnp.concatenate(updates, axis=-1)
-        bias = jnp.concatenate([t["bias"] for t in leaves])
-        y = y + layers_lib.rows_of(bias, y.shape, self.dtype)
-        return y.reshape(x.shape[:-1] + (3, c.num_attention_heads, c.head_dim))
+        parts = (3, c.num_attention_heads, c.head_dim)
+        bias = jnp.concatenate([t["bias"] for t in leaves]).reshape(parts)
+        return y.reshape(x.shape[:-1] + parts), bias
 
     def _prefixed(self) -> bool:
         return self.has_variable("params", "prefix_key")

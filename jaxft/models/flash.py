@@ -107,14 +107,20 @@ def attention(q, k, v, lengths, seeds, rate: float, scale=None, interpret: bool 
     return attention_packed(qkv, lengths, seeds, rate, scale, interpret)
 
 
-def attention_packed(qkv, lengths, seeds, rate: float, scale=None, interpret=None):
+def attention_packed(qkv, lengths, seeds, rate: float, scale=None, interpret=None, bias=None):
     """`attention` of queries, keys and values packed [batch, seq, 3, heads, head_dim]; its
-    gradient comes back packed too."""
+    gradient comes back packed too. `bias` [3, heads, head_dim] (the projections' biases, any
+    float dtype), when given, is added inside the kernels as a `Dense` adds it (rounded to
+    qkv's dtype, then added), so the projection's matmul needs no kernel of its own to add it;
+    its gradient is the float32 sum of the packed gradient's rows, as `layers.rows_of` gives."""
     batch, seq, parts, heads, head_dim = qkv.shape
     if parts != 3:
         raise ValueError(
             f"packed attention takes [batch, seq, 3, heads, head_dim]; got {qkv.shape}"
         )
+    bias = jnp.zeros((3, heads, head_dim), jnp.float32) if bias is None else bias
+    if bias.shape != (3, heads, head_dim):
+        raise ValueError(f"the packed bias is [3, {heads}, {head_dim}]; got {bias.shape}")
     if not supports(seq, head_dim):
         raise ValueError(
             f"flash attention takes a sequence length that is a multiple of 16 and a head size "
@@ -126,15 +132,16 @@ def attention_packed(qkv, lengths, seeds, rate: float, scale=None, interpret=Non
     meta = jnp.concatenate([seeds.astype(jnp.int32), lengths.astype(jnp.int32)[:, None]], -1)
     meta = jnp.pad(meta, ((0, 0), (0, 1)))  # [batch, 4]: seed words, length, unused
     interpret = not backend.on_gpu() if interpret is None else interpret
-    # [batch, seq, 3 heads, head_dim]: query head h is part h, its key 3h's h + heads, its value
-    # h + 2 heads (a reshape, no copy)
+    # [batch, seq, 3 heads, head_dim]: query head h is part h, its key part h + heads, its
+    # value part h + 2 heads (a reshape, no copy)
     packed = qkv.reshape(batch, seq, 3 * heads, head_dim)
-    return _attention(packed, meta, float(rate), scale, bool(interpret))
+    bias = bias.reshape(3 * heads, head_dim)
+    return _attention(packed, bias, meta, float(rate), scale, bool(interpret))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _attention(packed, meta, rate, scale, interpret):
-    return _forward(packed, meta, rate, scale, interpret)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _attention(packed, bias, meta, rate, scale, interpret):
+    return _forward(packed, bias, meta, rate, scale, interpret)[0]
 
 
 def _params(rate):
@@ -169,6 +176,11 @@ class _Specs:
         # an example's whole packed gradient: each head's program writes its three parts
         self.packed = pl.BlockSpec((None, seq, 3 * heads, head_dim), lambda b, h, i: (b, 0, 0, 0))
 
+    def bias(self, part):
+        """Head h's bias of `part` in the [3 heads, head_dim] biases."""
+        at = part * self.heads
+        return pl.BlockSpec((None, self.head_dim), lambda b, h, i: (at + h, 0))
+
     def rows(self, part=0):
         """A block of rows of head h of `part` (0 queries or the output, 1 keys, 2 values)."""
         at = part * self.heads
@@ -195,6 +207,13 @@ def _scores(q, k, scale, cols, length):
     return jnp.where(cols < length, s * scale, _MASKED)
 
 
+def _biased(block, bias_ref):
+    """A block of queries, keys or values with its head's bias added, as `Dense` adds it: the
+    bias rounded to the block's dtype, the sum rounded once."""
+    bias = bias_ref[...].astype(block.dtype).astype(jnp.float32)
+    return (block.astype(jnp.float32) + bias[None, :]).astype(block.dtype)
+
+
 def _block_keep(meta_ref, h, rows, cols, seq, threshold):
     return _keep(meta_ref[0], meta_ref[1], h, rows, cols, seq, threshold)
 
@@ -203,11 +222,14 @@ def _iotas(block_q, block_k):
     return tuple(jax.lax.broadcasted_iota(jnp.int32, (block_q, block_k), a) for a in (0, 1))
 
 
-def _forward_kernel(meta_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, *, rate, scale, seq, tiles):
+def _forward_kernel(
+    meta_ref, q_ref, k_ref, v_ref, qb_ref, kb_ref, vb_ref, o_ref, lse_ref, *, rate, scale, seq,
+    tiles,
+):  # fmt: skip
     block_q, block_k = tiles
     threshold, kept = _params(rate)
     h, qi = pl.program_id(1), pl.program_id(2)
-    q = q_ref[...]
+    q = _biased(q_ref[...], qb_ref)
     length = meta_ref[2]
     iota_rows, iota_cols = _iotas(block_q, block_k)
     rows = qi * block_q + iota_rows
@@ -215,8 +237,8 @@ def _forward_kernel(meta_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, *, rate, scal
     def step(kb, carry):
         acc, top, total = carry
         start = pl.multiple_of(kb * block_k, block_k)
-        k = k_ref[pl.ds(start, block_k), :]
-        v = v_ref[pl.ds(start, block_k), :]
+        k = _biased(k_ref[pl.ds(start, block_k), :], kb_ref)
+        v = _biased(v_ref[pl.ds(start, block_k), :], vb_ref)
         cols = start + iota_cols
         s = _scores(q, k, scale, cols, length)
         new_top = jnp.maximum(top, jnp.max(s, axis=1))
@@ -238,12 +260,12 @@ def _forward_kernel(meta_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, *, rate, scal
     lse_ref[...] = top + jnp.log(total)
 
 
-def _forward(packed, meta, rate, scale, interpret):
-    out, lse = _forward_jit((rate, scale, interpret), packed, meta)
-    return out, (packed, meta, out, lse)
+def _forward(packed, bias, meta, rate, scale, interpret):
+    out, lse = _forward_jit((rate, scale, interpret), packed, bias, meta)
+    return out, (packed, bias, meta, out, lse)
 
 
-def _forward_call(params, packed, meta):
+def _forward_call(params, packed, bias, meta):
     rate, scale, interpret = params
     batch, seq, parts, head_dim = packed.shape
     heads = parts // 3
@@ -252,7 +274,7 @@ def _forward_call(params, packed, meta):
     out, lse = _call(
         _forward_kernel,
         (batch, heads, seq // block_q),
-        [spec.meta, spec.rows(0), spec.full(1), spec.full(2)],
+        [spec.meta, spec.rows(0), spec.full(1), spec.full(2), *map(spec.bias, range(3))],
         (spec.rows(), spec.stat),
         (
             jax.ShapeDtypeStruct((batch, seq, heads, head_dim), packed.dtype),
@@ -264,7 +286,7 @@ def _forward_call(params, packed, meta):
         scale=scale,
         seq=seq,
         tiles=(block_q, block_k),
-    )(meta, packed, packed, packed)
+    )(meta, *(packed,) * 3, *(bias,) * 3)
     return out, lse
 
 
@@ -305,18 +327,18 @@ def _put(ref, rows, part, grad):
 
 
 def _one_pass_kernel(
-    meta_ref, q_ref, k_ref, v_ref, o_ref, do_ref, lse_ref, dqkv_ref, *,
+    meta_ref, q_ref, k_ref, v_ref, qb_ref, kb_ref, vb_ref, o_ref, do_ref, lse_ref, dqkv_ref, *,
     rate, scale, seq, block, heads,
 ):  # fmt: skip
     """The backward pass of one (example, head) whose keys are one block: each query block's
     gradient is whole after its one visit, and the key and value gradients add up over them."""
     h = pl.program_id(1)
-    k, v = k_ref[...], v_ref[...]
+    k, v = _biased(k_ref[...], kb_ref), _biased(v_ref[...], vb_ref)
     iota_rows, cols = _iotas(block, seq)
 
     def step(qb, carry):
         start = pl.multiple_of(qb * block, block)
-        q = q_ref[pl.ds(start, block), :]
+        q = _biased(q_ref[pl.ds(start, block), :], qb_ref)
         do = do_ref[pl.ds(start, block), :]
         o = o_ref[pl.ds(start, block), :]
         # rowsum(dO ∘ O) = rowsum(p ∘ dp) of the softmax backward, dropout included
@@ -337,17 +359,17 @@ def _one_pass_kernel(
 
 
 def _key_grads_kernel(
-    meta_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dqkv_ref, *,
+    meta_ref, q_ref, k_ref, v_ref, qb_ref, kb_ref, vb_ref, do_ref, lse_ref, delta_ref, dqkv_ref, *,
     rate, scale, seq, block, heads,
 ):  # fmt: skip
     h, ki = pl.program_id(1), pl.program_id(2)
-    k, v = k_ref[...], v_ref[...]
+    k, v = _biased(k_ref[...], kb_ref), _biased(v_ref[...], vb_ref)
     iota_rows, iota_cols = _iotas(block, block)
     cols = ki * block + iota_cols
 
     def step(qb, carry):
         start = pl.multiple_of(qb * block, block)
-        q = q_ref[pl.ds(start, block), :]
+        q = _biased(q_ref[pl.ds(start, block), :], qb_ref)
         do = do_ref[pl.ds(start, block), :]
         lse, delta = lse_ref[pl.ds(start, block)], delta_ref[pl.ds(start, block)]
         dropped, ds = _backward_block(
@@ -364,21 +386,21 @@ def _key_grads_kernel(
 
 
 def _query_grads_kernel(
-    meta_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, _, dqkv_ref, *,
-    rate, scale, seq, block, heads,
+    meta_ref, q_ref, k_ref, v_ref, qb_ref, kb_ref, vb_ref, do_ref, lse_ref, delta_ref, _,
+    dqkv_ref, *, rate, scale, seq, block, heads,
 ):  # fmt: skip
     """The queries' gradient, written into the packed gradient that `_key_grads_kernel` made
     (the unused input before `dqkv_ref`, aliased to it)."""
     h, qi = pl.program_id(1), pl.program_id(2)
-    q, do = q_ref[...], do_ref[...]
+    q, do = _biased(q_ref[...], qb_ref), do_ref[...]
     lse, delta = lse_ref[...], delta_ref[...]
     iota_rows, iota_cols = _iotas(block, block)
     rows = qi * block + iota_rows
 
     def step(kb, dq):
         start = pl.multiple_of(kb * block, block)
-        k = k_ref[pl.ds(start, block), :]
-        v = v_ref[pl.ds(start, block), :]
+        k = _biased(k_ref[pl.ds(start, block), :], kb_ref)
+        v = _biased(v_ref[pl.ds(start, block), :], vb_ref)
         cols = start + iota_cols
         _, ds = _backward_block(meta_ref, h, q, k, v, do, lse, delta, rows, cols, rate, scale, seq)
         return dq + jax.lax.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
@@ -388,60 +410,81 @@ def _query_grads_kernel(
 
 
 def _backward(rate, scale, interpret, saved, d_out):
-    packed, meta, out, lse = saved
+    packed, bias, meta, out, lse = saved
     params = (rate, scale, interpret)
-    return _backward_jit(params, packed, meta, out, lse, d_out), None
+    d_packed = _backward_jit(params, packed, bias, meta, out, lse, d_out)
+    # the bias gradient: the packed gradient's rows summed in float32 (`layers.rows_of`)
+    d_bias = jnp.sum(d_packed, axis=(0, 1), dtype=jnp.float32).astype(bias.dtype)
+    return d_packed, d_bias, None
 
 
-def _backward_call(params, packed, meta, out, lse, d_out):
+def _backward_call(params, packed, bias, meta, out, lse, d_out):
     rate, scale, interpret = params
     batch, seq, parts, head_dim = packed.shape
     heads = parts // 3
     block_q, block_k = blocks(seq)
     grad = jax.ShapeDtypeStruct(packed.shape, packed.dtype)
+    spec = _Specs(seq, heads, head_dim, block_q)
+    biases = [spec.bias(part) for part in range(3)]
+    parts = (packed,) * 3 + (bias,) * 3  # the queries', keys' and values' parts, their biases'
     common = dict(rate=rate, scale=scale, seq=seq, block=block_q, heads=heads)
     if block_k == seq:  # one kernel per (example, head)
         common["block"] = min(_ONE_PASS_ROWS, seq)
-        spec = _Specs(seq, heads, head_dim, block_q)
         full = spec.full()
         return _call(
             _one_pass_kernel,
             (batch, heads, 1),
-            [spec.meta, full, spec.full(1), spec.full(2), full, full, spec.stat_full],
+            [spec.meta, full, spec.full(1), spec.full(2), *biases, full, full, spec.stat_full],
             spec.packed,
             grad,
             "jaxft_flash_backward",
             interpret,
             warps=8,
             **common,
-        )(meta, packed, packed, packed, out, d_out, lse)
-    spec = _Specs(seq, heads, head_dim, block_q)
+        )(meta, *parts, out, d_out, lse)
     # rowsum(dO ∘ O) = rowsum(p ∘ dp) of the softmax backward, dropout included
     delta = jnp.einsum("bshd,bshd->bhs", d_out.astype(jnp.float32), out.astype(jnp.float32))
     grid = (batch, heads, seq // block_q)
     dqkv = _call(
         _key_grads_kernel,
         grid,
-        [spec.meta, spec.full(0), spec.rows(1), spec.rows(2), spec.full(), spec.stat_full,
-         spec.stat_full],
+        [
+            spec.meta,
+            spec.full(0),
+            spec.rows(1),
+            spec.rows(2),
+            *biases,
+            spec.full(),
+            spec.stat_full,
+            spec.stat_full,
+        ],
         spec.packed,
         grad,
         "jaxft_flash_key_grads",
         interpret,
         **common,
-    )(meta, packed, packed, packed, d_out, lse, delta)  # fmt: skip
+    )(meta, *parts, d_out, lse, delta)
     return _call(
         _query_grads_kernel,
         grid,
-        [spec.meta, spec.rows(0), spec.full(1), spec.full(2), spec.rows(), spec.stat, spec.stat,
-         spec.packed],
+        [
+            spec.meta,
+            spec.rows(0),
+            spec.full(1),
+            spec.full(2),
+            *biases,
+            spec.rows(),
+            spec.stat,
+            spec.stat,
+            spec.packed,
+        ],
         spec.packed,
         grad,
         "jaxft_flash_query_grads",
         interpret,
-        aliases={7: 0},
+        aliases={10: 0},  # dqkv, whose query parts it writes
         **common,
-    )(meta, packed, packed, packed, d_out, lse, delta, dqkv)  # fmt: skip
+    )(meta, *parts, d_out, lse, delta, dqkv)
 
 
 def _batch_partitioned(call, rule: str):
@@ -479,9 +522,9 @@ def _batch_partitioned(call, rule: str):
 
 
 # p: the packed parts (3 heads)
-_forward_partitioned = _batch_partitioned(_forward_call, "b s p d, b m -> b s h d, b h s")
+_forward_partitioned = _batch_partitioned(_forward_call, "b s p d, p d, b m -> b s h d, b h s")
 _backward_partitioned = _batch_partitioned(
-    _backward_call, "b s p d, b m, b s h d, b h s, b s h d -> b s p d"
+    _backward_call, "b s p d, p d, b m, b s h d, b h s, b s h d -> b s p d"
 )
 # jitted, so that every layer's call of the same shapes lowers its kernels once
 _forward_jit = jax.jit(_forward_partitioned, static_argnums=0)
