@@ -123,7 +123,7 @@ TARGET_ROWS=lora:default,t5:default
 # Pallas flash attention with its dropout drawn in the kernel (attention=flash: jaxft's masks,
 # a function of the step's key and the example, no caveat) with every matmul in cuBLAS
 # (no_triton_gemm), then with XLA's autotuned mix: compiled for an H100 by jax and XLA 0.11.2
-# on the 2-core machine they moved 13.70 and 14.99 GB per full step against the default's
+# on the 2-core machine they moved 13.70 and 14.68 GB per full step against the default's
 # 18.12 (781 and 819 kernels against 1,072) and compiled faster (cuBLAS alone leaves XLA no
 # Triton matmuls to emit), so these rows decide the full-step and compile-time targets; the
 # same two for the frozen and LoRA steps (a default would change them all); then cuDNN's

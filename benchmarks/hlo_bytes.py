@@ -90,15 +90,43 @@ def _body(body: list[str]) -> tuple[list[tuple], dict[str, int], dict[str, int]]
 def sliced_reads(body: list[str]) -> dict[int, int]:
     """Parameter number -> bytes read, for each parameter of a fusion body that reaches only
     slices (through bitcasts): the slices' bytes, not the whole operand's. XLA merges matmuls
-    that share an input, and the fusions after a merged matmul each read a slice of its output."""
-    instructions, params, _ = _body(body)
-    uses = collections.defaultdict(list)
-    for _, result_bytes, op, names, _ in instructions:
+    that share an input, and the fusions after a merged matmul each read a slice of its output.
+    A parameter reduced and then sliced (a split-K matmul's partial sums, summed in the fusion
+    that reads one leaf of a packed weight gradient) is read in the slices' share."""
+    instructions, params, sizes = _body(body)
+    users = collections.defaultdict(list)  # name -> (user, op, user's result bytes)
+    for name, result_bytes, op, names, _ in instructions:
         for operand in names:
-            if operand in params:
-                uses[params[operand]].append((op, result_bytes))
-    slicing = ("slice", "dynamic-slice")
-    return {n: sum(b for _, b in u) for n, u in uses.items() if all(op in slicing for op, _ in u)}
+            users[operand].append((name, op, result_bytes))
+
+    def sliced(name):
+        """Bytes of `name` its users read where they all slice it, else None."""
+        uses = users[name]
+        if uses and all(op in ("slice", "dynamic-slice") for _, op, _ in uses):
+            return sum(b for _, _, b in uses)
+        return None
+
+    def read(name):
+        direct = sliced(name)
+        if direct is not None or not users[name]:
+            return direct
+        shares = [sliced(u) if op == "reduce" else None for u, op, _ in users[name]]
+        if any(share is None for share in shares):
+            return None
+        sizes_out = [size for _, _, size in users[name]]
+        share = sum(b / size for b, size in zip(shares, sizes_out, strict=True))
+        return int(sizes[name] * min(share, 1.0))
+
+    reads, whole = collections.Counter(), set()
+    for name, number in params.items():
+        if not users[name]:
+            continue
+        got = read(name)
+        if got is None:
+            whole.add(number)
+        else:
+            reads[number] += got
+    return {n: b for n, b in reads.items() if n not in whole}
 
 
 def in_place_update(body: list[str]) -> tuple[int, int] | None:

@@ -116,6 +116,39 @@ def test_hlo_bytes_charges_a_fusion_that_slices_an_operand_for_the_slice_only():
     assert kernel["bytes"] == 64 + 16 + 64
 
 
+SPLIT_K_HLO = """HloModule m
+
+%add (a: f32[], b: f32[]) -> f32[] {
+  %a = f32[] parameter(0)
+  %b = f32[] parameter(1)
+  ROOT %sum = f32[] add(%a, %b)
+}
+
+%fused_leaf (param_0.1: f32[2,8,12], param_1.2: f32[8,4]) -> f32[8,4] {
+  %param_0.1 = f32[2,8,12]{2,1,0} parameter(0)
+  %zero = f32[] constant(0)
+  %reduce.1 = f32[8,12]{1,0} reduce(%param_0.1, %zero), dimensions={0}, to_apply=%add
+  %slice.1 = f32[8,4]{1,0} slice(%reduce.1), slice={[0:8], [8:12]}
+  %param_1.2 = f32[8,4]{1,0} parameter(1)
+  ROOT %sub.1 = f32[8,4]{1,0} subtract(%param_1.2, %slice.1)
+}
+
+ENTRY %main (p0: f32[2,8,12], p1: f32[8,4]) -> f32[8,4] {
+  %p0 = f32[2,8,12]{2,1,0} parameter(0)
+  %p1 = f32[8,4]{1,0} parameter(1)
+  ROOT %fusion.1 = f32[8,4]{1,0} fusion(%p0, %p1), kind=kLoop, calls=%fused_leaf
+}
+"""
+
+
+def test_hlo_bytes_charges_a_sliced_sum_of_split_k_partials_for_the_slice_only():
+    # the update of one leaf (a third) of a packed weight gradient that a split-K matmul left
+    # as two partial sums: reads 2 x [8, 4] f32 of the partials (256 B), the leaf (128 B);
+    # writes 128 B (until 2026-11-28 all of the partials, 768 B, were charged)
+    (kernel,) = hlo_bytes.entry_kernels(SPLIT_K_HLO)
+    assert kernel["bytes"] == 256 + 128 + 128
+
+
 def test_hlo_bytes_counts_a_loop_body_once_per_trip_and_in_place_updates_at_their_size():
     def scanned(x):  # as scan_layers: 8 trips, each stacking its output into a [8, ...] buffer
         step = lambda c, _: (jnp.sin(c) * 2.0, jnp.sin(c) * 2.0)
