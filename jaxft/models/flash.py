@@ -17,8 +17,9 @@ is the same computation in plain jnp (the masks written out), for tests and for 
 Layout: queries, keys and values packed [batch, seq, 3, heads, head_dim], as one fused projection
 writes them (`attention_packed`; BERT's three projections side by side reshaped, no transposes
 or slices), the output [batch, seq, heads, head_dim]; the backward pass writes the packed
-gradient, which the fused projection's input gradient reads as one matmul. Padding as
-per-example key lengths (right padding); no bias, not causal: the BERT family's attention.
+gradient, which the fused projection's input gradient reads as one matmul; the projections'
+biases are added as the kernels read each block. Padding as per-example key lengths (right
+padding); no bias on the scores, not causal: the BERT family's attention.
 """
 
 import functools
