@@ -113,6 +113,22 @@ def test_seeds_of_an_example_do_not_depend_on_the_batch_it_is_in():
                                                                     8)).all()  # fmt: skip
 
 
+def test_a_jax_without_pallas_triton_keeps_the_explicit_path_on_a_gpu(monkeypatch):
+    """Pallas's Triton backend is deprecated as of jax 0.11: where jax has none, a GPU step
+    falls back to the explicit attention and a direct call says what to use instead."""
+    from jaxft.models import attention
+
+    monkeypatch.setattr(flash, "plt", None)
+    monkeypatch.setattr(backend, "on_gpu", lambda: True)
+    assert not flash.supports(128, 64)
+    assert attention.attention_kernel("flash", jnp.bfloat16, 64, True, flash_seq=128) is None
+    q = jnp.zeros((1, 32, 2, 16), jnp.bfloat16)
+    with pytest.raises(ValueError, match="no Pallas Triton backend.*cudnn_dropout"):
+        flash.attention(q, q, q, jnp.array([32]), jnp.zeros((1, 2), jnp.int32), 0.1)
+    monkeypatch.setattr(backend, "on_gpu", lambda: False)  # interpreted: still there
+    assert flash.supports(128, 64)
+
+
 def test_kernel_refuses_a_length_triton_cannot_block():
     q = jnp.ones((1, 40, 2, 16))
     with pytest.raises(ValueError, match="multiple of 16"):

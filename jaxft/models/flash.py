@@ -29,8 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 from jax.experimental.custom_partitioning import custom_partitioning
-from jax.experimental.pallas import triton as plt
 from jax.sharding import NamedSharding, PartitionSpec
+
+try:  # Pallas's Triton backend, deprecated as of jax 0.11: without it, no flash kernel on a GPU
+    from jax.experimental.pallas import triton as plt
+except ImportError:
+    plt = None
 
 from jaxft.models import backend
 from jaxft.models.dropout import drop_threshold, keep_scale, mix32
@@ -91,7 +95,13 @@ def blocks(seq: int) -> tuple[int, int] | None:
 
 
 def supports(seq: int, head_dim: int) -> bool:
-    """Whether the kernel takes this sequence length and head size."""
+    """Whether the kernel takes this sequence length and head size (on a GPU, with this jax:
+    one without Pallas's Triton backend has no GPU kernel to compile)."""
+    compiles = plt is not None or not backend.on_gpu()
+    return compiles and _takes(seq, head_dim)
+
+
+def _takes(seq: int, head_dim: int) -> bool:
     return blocks(seq) is not None and head_dim in (16, 32, 64, 128)
 
 
@@ -122,7 +132,13 @@ def attention_packed(qkv, lengths, seeds, rate: float, scale=None, interpret=Non
     bias = jnp.zeros((3, heads, head_dim), jnp.float32) if bias is None else bias
     if bias.shape != (3, heads, head_dim):
         raise ValueError(f"the packed bias is [3, {heads}, {head_dim}]; got {bias.shape}")
-    if not supports(seq, head_dim):
+    interpret = not backend.on_gpu() if interpret is None else interpret
+    if not interpret and plt is None:
+        raise ValueError(
+            f"jax {jax.__version__} has no Pallas Triton backend to compile flash attention "
+            "for a GPU: use attention='cudnn_dropout' or 'explicit'"
+        )
+    if not _takes(seq, head_dim):
         raise ValueError(
             f"flash attention takes a sequence length that is a multiple of 16 and a head size "
             f"of 16, 32, 64 or 128, not {seq} and {head_dim}: use attention='explicit'"
@@ -132,7 +148,6 @@ def attention_packed(qkv, lengths, seeds, rate: float, scale=None, interpret=Non
     scale = head_dim**-0.5 if scale is None else float(scale)
     meta = jnp.concatenate([seeds.astype(jnp.int32), lengths.astype(jnp.int32)[:, None]], -1)
     meta = jnp.pad(meta, ((0, 0), (0, 1)))  # [batch, 4]: seed words, length, unused
-    interpret = not backend.on_gpu() if interpret is None else interpret
     # [batch, seq, 3 heads, head_dim]: query head h is part h, its key part h + heads, its
     # value part h + 2 heads (a reshape, no copy)
     packed = qkv.reshape(batch, seq, 3 * heads, head_dim)
