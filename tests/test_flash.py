@@ -151,6 +151,14 @@ CONFIG = bert.BertConfig(
 )
 
 
+def _bert(config, seed, padded_row, length):
+    """(bf16 model, ids, mask with row `padded_row` cut to `length`, initialized params)."""
+    model = bert.BertModel(config, head=heads.HeadConfig(num_labels=2), dtype=jnp.bfloat16)
+    ids = jnp.asarray(np.random.default_rng(seed).integers(3, 100, (2, 16)), jnp.int32)
+    mask = jnp.ones_like(ids).at[padded_row, length:].set(0)
+    return model, ids, mask, model.init(jax.random.key(0), ids, attention_mask=mask)["params"]
+
+
 def _packed_reference(qkv, lengths, seeds, rate, scale, bias=None):
     """`flash.attention_packed` as `flash.reference` computes it, the bias added as `Dense`
     adds it."""
@@ -168,10 +176,7 @@ def test_bert_attention_runs_in_the_kernel_with_each_layers_seeds(monkeypatch, s
     same loss and gradients. Scanned layers (one traced body) draw their seeds from the key
     each trip gets."""
     config = dataclasses.replace(CONFIG, attention="flash", scan_layers=scan_layers)
-    model = bert.BertModel(config, head=heads.HeadConfig(num_labels=2), dtype=jnp.bfloat16)
-    ids = jnp.asarray(np.random.default_rng(0).integers(3, 100, (2, 16)), jnp.int32)
-    mask = jnp.ones_like(ids).at[1, 11:].set(0)
-    params = model.init(jax.random.key(0), ids, attention_mask=mask)["params"]
+    model, ids, mask, params = _bert(config, 0, 1, 11)
     if not ON_GPU:  # after init: no dropout there, so "auto", cuDNN
         monkeypatch.setattr(backend, "on_gpu", lambda: True)
     sites = bert.layer_dropout_sites(config, jnp.bfloat16, params, (2, 16, 32), False)
@@ -209,10 +214,7 @@ def test_bert_packs_queries_keys_and_values_from_one_matmul(monkeypatch, strateg
     from jaxft import peft
 
     config = dataclasses.replace(CONFIG, attention="flash", lora_dropout=0.1)
-    model = bert.BertModel(config, head=heads.HeadConfig(num_labels=2), dtype=jnp.bfloat16)
-    ids = jnp.asarray(np.random.default_rng(1).integers(3, 100, (2, 16)), jnp.int32)
-    mask = jnp.ones_like(ids).at[0, 9:].set(0)
-    params = model.init(jax.random.key(0), ids, attention_mask=mask)["params"]
+    model, ids, mask, params = _bert(config, 1, 0, 9)
     if strategy == "lora":
         cfg = peft.defaults()
         cfg.name, cfg.lora.targets = "lora", ("attention/query$", "attention/value$")
@@ -240,7 +242,7 @@ def test_bert_packs_queries_keys_and_values_from_one_matmul(monkeypatch, strateg
 
     got = jax.value_and_grad(loss)(params, counted)
     want = jax.value_and_grad(loss)(params, lambda *_: None)  # the Dense layers, stacked
-    assert len(packs) == 2 and all(qkv is not None for qkv in packs)
+    assert len(packs) == 2 and all(pack is not None for pack in packs)
     assert abs(float(got[0]) - float(want[0])) < 1e-2
     assert _relative(got[1], want[1]) < 1e-2 and _max_diff(got[1], want[1]) < 2e-2
     if strategy == "lora":  # the branches' gradients are compared, not zero

@@ -209,14 +209,15 @@ def site_masks(
     masks = [None] * len(sites)
     if deterministic:
         return masks
-    seeded = [i for i, (rate, shape) in enumerate(sites) if isinstance(shape, SeedSite)]
-    drawn = [
-        i
+    seeded = [i for i, (_, shape) in enumerate(sites) if isinstance(shape, SeedSite)]
+    masked = [
+        (i, rate, shape)
         for i, (rate, shape) in enumerate(sites)
-        if shape is not None and 0 < rate < 1 and i not in seeded
+        if shape is not None and not isinstance(shape, SeedSite)
     ]
-    for i, (rate, shape) in enumerate(sites):
-        if shape is not None and rate >= 1 and i not in seeded:
+    drawn = [i for i, rate, _ in masked if 0 < rate < 1]
+    for i, rate, shape in masked:
+        if rate >= 1:
             masks[i] = jnp.zeros(shape, bool)
     if drawn or seeded:
         rng = module.make_rng("dropout")

@@ -75,10 +75,11 @@ def reference(q, k, v, lengths, seeds, rate: float, scale: float | None = None) 
 
 # Sequences up to this long (a power of two) take every key in one block: the forward pass is
 # one step of its loop and the backward pass one kernel per (example, head), over query blocks
-# of _ONE_PASS_ROWS with 8 warps. Register counts from ptxas for an H100 (head_dim 64): the
-# forward at 128 keys 128 registers a thread with 4 warps, the one-pass backward 175 with 8
-# (over blocks of 64 rows it spilled, 255 registers); at 256 keys both spilled, so longer
-# sequences take the blocked kernels (key and query gradients apart: 227 and 192 registers).
+# of _ONE_PASS_ROWS with 8 warps. Register counts from ptxas for an H100 (head_dim 64, the
+# biases added in the kernels): the forward at 128 keys 128 registers a thread with 4 warps, the
+# one-pass backward 180 with 8 (over blocks of 64 rows it spilled, 255 registers); at 256 keys
+# both spilled, so longer sequences take the blocked kernels (forward 168, key and query
+# gradients apart: 237 and 196 registers).
 _ONE_BLOCK = 128
 _ONE_PASS_ROWS = 32
 
@@ -192,10 +193,15 @@ class _Specs:
         # an example's whole packed gradient: each head's program writes its three parts
         self.packed = pl.BlockSpec((None, seq, 3 * heads, head_dim), lambda b, h, i: (b, 0, 0, 0))
 
-    def bias(self, part):
-        """Head h's bias of `part` in the [3 heads, head_dim] biases."""
-        at = part * self.heads
-        return pl.BlockSpec((None, self.head_dim), lambda b, h, i: (at + h, 0))
+    def inputs(self, q, k, v):
+        """The kernels' leading inputs' specs, in `_operands`' order: the meta row, the
+        queries', keys' and values' blocks (`rows` or `full` of parts 0, 1, 2), then head h's
+        bias of each part in the [3 heads, head_dim] biases."""
+        biases = [
+            pl.BlockSpec((None, self.head_dim), lambda b, h, i, at=part * self.heads: (at + h, 0))
+            for part in range(3)
+        ]
+        return [self.meta, q, k, v, *biases]
 
     def rows(self, part=0):
         """A block of rows of head h of `part` (0 queries or the output, 1 keys, 2 values)."""
@@ -221,6 +227,12 @@ def _scores(q, k, scale, cols, length):
     """Masked float32 logits of a block: scale q·kᵀ, keys at or past `length` at _MASKED."""
     s = jax.lax.dot_general(q, k, _NT, preferred_element_type=jnp.float32)
     return jnp.where(cols < length, s * scale, _MASKED)
+
+
+def _operands(meta, packed, bias):
+    """The kernels' leading inputs (`_Specs.inputs`): the packed array once per part, so each
+    reads its own heads of one buffer, and the biases likewise."""
+    return (meta, *(packed,) * 3, *(bias,) * 3)
 
 
 def _biased(block, bias_ref):
@@ -290,7 +302,7 @@ def _forward_call(params, packed, bias, meta):
     out, lse = _call(
         _forward_kernel,
         (batch, heads, seq // block_q),
-        [spec.meta, spec.rows(0), spec.full(1), spec.full(2), *map(spec.bias, range(3))],
+        spec.inputs(spec.rows(0), spec.full(1), spec.full(2)),
         (spec.rows(), spec.stat),
         (
             jax.ShapeDtypeStruct((batch, seq, heads, head_dim), packed.dtype),
@@ -302,7 +314,7 @@ def _forward_call(params, packed, bias, meta):
         scale=scale,
         seq=seq,
         tiles=(block_q, block_k),
-    )(meta, *(packed,) * 3, *(bias,) * 3)
+    )(*_operands(meta, packed, bias))
     return out, lse
 
 
@@ -441,8 +453,7 @@ def _backward_call(params, packed, bias, meta, out, lse, d_out):
     block_q, block_k = blocks(seq)
     grad = jax.ShapeDtypeStruct(packed.shape, packed.dtype)
     spec = _Specs(seq, heads, head_dim, block_q)
-    biases = [spec.bias(part) for part in range(3)]
-    parts = (packed,) * 3 + (bias,) * 3  # the queries', keys' and values' parts, their biases'
+    operands = _operands(meta, packed, bias)
     common = dict(rate=rate, scale=scale, seq=seq, block=block_q, heads=heads)
     if block_k == seq:  # one kernel per (example, head)
         common["block"] = min(_ONE_PASS_ROWS, seq)
@@ -450,14 +461,14 @@ def _backward_call(params, packed, bias, meta, out, lse, d_out):
         return _call(
             _one_pass_kernel,
             (batch, heads, 1),
-            [spec.meta, full, spec.full(1), spec.full(2), *biases, full, full, spec.stat_full],
+            [*spec.inputs(full, spec.full(1), spec.full(2)), full, full, spec.stat_full],
             spec.packed,
             grad,
             "jaxft_flash_backward",
             interpret,
             warps=8,
             **common,
-        )(meta, *parts, out, d_out, lse)
+        )(*operands, out, d_out, lse)
     # rowsum(dO ∘ O) = rowsum(p ∘ dp) of the softmax backward, dropout included
     delta = jnp.einsum("bshd,bshd->bhs", d_out.astype(jnp.float32), out.astype(jnp.float32))
     grid = (batch, heads, seq // block_q)
@@ -465,33 +476,23 @@ def _backward_call(params, packed, bias, meta, out, lse, d_out):
         _key_grads_kernel,
         grid,
         [
-            spec.meta,
-            spec.full(0),
-            spec.rows(1),
-            spec.rows(2),
-            *biases,
+            *spec.inputs(spec.full(0), spec.rows(1), spec.rows(2)),
             spec.full(),
-            spec.stat_full,
-            spec.stat_full,
+            *[spec.stat_full] * 2,
         ],
         spec.packed,
         grad,
         "jaxft_flash_key_grads",
         interpret,
         **common,
-    )(meta, *parts, d_out, lse, delta)
+    )(*operands, d_out, lse, delta)
     return _call(
         _query_grads_kernel,
         grid,
         [
-            spec.meta,
-            spec.rows(0),
-            spec.full(1),
-            spec.full(2),
-            *biases,
+            *spec.inputs(spec.rows(0), spec.full(1), spec.full(2)),
             spec.rows(),
-            spec.stat,
-            spec.stat,
+            *[spec.stat] * 2,
             spec.packed,
         ],
         spec.packed,
@@ -500,7 +501,7 @@ def _backward_call(params, packed, bias, meta, out, lse, d_out):
         interpret,
         aliases={10: 0},  # dqkv, whose query parts it writes
         **common,
-    )(meta, *parts, d_out, lse, delta, dqkv)
+    )(*operands, d_out, lse, delta, dqkv)
 
 
 def _batch_partitioned(call, rule: str):
