@@ -107,14 +107,16 @@ def sliced_reads(body: list[str]) -> dict[int, int]:
         return None
 
     def read(name):
+        """Bytes of parameter `name` its users read, None where one of them reads it whole."""
         direct = sliced(name)
-        if direct is not None or not users[name]:
+        if direct is not None:
             return direct
-        shares = [sliced(u) if op == "reduce" else None for u, op, _ in users[name]]
-        if any(share is None for share in shares):
-            return None
-        sizes_out = [size for _, _, size in users[name]]
-        share = sum(b / size for b, size in zip(shares, sizes_out, strict=True))
+        share = 0.0  # of the parameter, through reductions that are only sliced
+        for user, op, size in users[name]:
+            part = sliced(user) if op == "reduce" else None
+            if part is None:
+                return None
+            share += part / size
         return int(sizes[name] * min(share, 1.0))
 
     reads, whole = collections.Counter(), set()
