@@ -86,9 +86,10 @@ fi
 #    test needs its asset package, which is not on the GPU machine (90 MB, over what travels).
 echo "== parity tests"
 # The GPU-only attention tests first: jaxft's flash kernels compiled by Triton against their
-# reference (the same masks written out), alone and in a BERT model, then cuDNN's (cuDNN's dropout: new masks each step,
-# the backward's masks the forward's, each layer its own). Then dropout masks as the GPU
-# compiles them (rate and independence of neighbours).
+# reference (the same masks written out, the projections' biases added), alone and in a BERT
+# model, then cuDNN's (cuDNN's dropout: new masks each step, the backward's masks the
+# forward's, each layer its own). Then dropout masks as the GPU compiles them (rate and
+# independence of neighbours).
 parity_tests=(tests/test_flash.py::test_triton_kernels_match_the_reference_in_bf16
   tests/test_flash.py::test_bert_attention_runs_in_the_kernel_with_each_layers_seeds
   tests/test_attention_kernels.py::test_cudnn_attention_matches_explicit_in_bf16
